@@ -1,0 +1,163 @@
+"""Critics: anything that reads (x, z) and writes short, structured feedback on z.
+
+The critic's "nothing wrong" text is [`NO_ERROR`]; it is defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .templates import CRITIC_INPUT_TEMPLATE, render_critic_input
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+NO_ERROR = "No error."
+"""The feedback a critic writes when it finds nothing wrong in a hypothesis."""
+
+
+def is_no_error(feedback: str) -> bool:
+    """Whether `feedback` is the critic's "no error" verdict (case, whitespace and a final period ignored)."""
+    return _normalise(feedback) == _normalise(NO_ERROR)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.strip().rstrip(".").lower().split())
+
+
+class CriticError(RuntimeError):
+    """Raised when a critic fails or answers with something other than one text per hypothesis."""
+
+
+@runtime_checkable
+class Critic(Protocol):
+    """What the trainer and [`refine`] need of a critic: batched feedback, one text per hypothesis.
+
+    `references` are the gold completions; oracle critics compare with them, trained critics ignore them.
+    """
+
+    def critique(
+        self, prompts: Sequence[str], hypotheses: Sequence[str], references: Sequence[str] | None = None
+    ) -> list[str]: ...
+
+
+def checked_critique(
+    critic: Critic,
+    prompts: Sequence[str],
+    hypotheses: Sequence[str],
+    references: Sequence[str] | None = None,
+    where: str = "",
+) -> list[str]:
+    """Call `critic.critique` and check its answer: one `str` per hypothesis, else [`CriticError`] naming `where`."""
+    try:
+        feedback = critic.critique(list(prompts), list(hypotheses), None if references is None else list(references))
+    except CriticError:
+        raise
+    except Exception as error:
+        raise CriticError(f"{type(critic).__name__}.critique raised {error!r}{where}") from error
+    if not isinstance(feedback, (list, tuple)) or len(feedback) != len(hypotheses):
+        got = len(feedback) if isinstance(feedback, (list, tuple)) else type(feedback).__name__
+        raise CriticError(
+            f"{type(critic).__name__}.critique must return one feedback per hypothesis: "
+            f"expected {len(hypotheses)}, got {got}{where}"
+        )
+    for index, item in enumerate(feedback):
+        if not isinstance(item, str):
+            raise CriticError(
+                f"{type(critic).__name__}.critique returned {type(item).__name__} at index {index}, "
+                f"feedback must be text{where}"
+            )
+    return list(feedback)
+
+
+class CallableCritic:
+    """A critic made from a function `fn(prompts, hypotheses, references) -> list[str]`.
+
+    Args:
+        fn (`Callable`):
+            Called once per batch with three lists of the same length (`references` may be `None`).
+
+    Example:
+
+    ```python
+    >>> from refiner_trl.critics import NO_ERROR, CallableCritic
+    >>> critic = CallableCritic(lambda p, h, r: [NO_ERROR if a == b else f"The answer is {b}." for a, b in zip(h, r)])
+    >>> critic.critique(["1+1="], ["2"], ["2"])
+    ['No error.']
+    ```
+    """
+
+    def __init__(self, fn: Callable[[list[str], list[str], list[str] | None], list[str]]):
+        self.fn = fn
+
+    def critique(
+        self, prompts: Sequence[str], hypotheses: Sequence[str], references: Sequence[str] | None = None
+    ) -> list[str]:
+        return list(self.fn(list(prompts), list(hypotheses), None if references is None else list(references)))
+
+
+class ModelCritic:
+    """A seq2seq or causal language model that writes feedback, one batched `generate` call per chunk.
+
+    It reads [`render_critic_input`] of each (prompt, hypothesis) and never sees the references.
+
+    Args:
+        model (`PreTrainedModel` or `str`):
+            The critic model, or a name or path to load it from (its tokenizer comes from the same place).
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Required when `model` is a model object.
+        max_prompt_length (`int`, *optional*, defaults to `512`):
+            Longest critic input in tokens; longer inputs keep their end.
+        max_new_tokens (`int`, *optional*, defaults to `64`):
+            Longest feedback in tokens.
+        batch_size (`int`, *optional*, defaults to `64`):
+            How many inputs go into one `generate` call.
+        template (`str`, *optional*, defaults to [`CRITIC_INPUT_TEMPLATE`]):
+            Must be the template the critic was trained with.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Passed to `from_pretrained` when `model` is a name or path.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | str,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        max_prompt_length: int = 512,
+        max_new_tokens: int = 64,
+        batch_size: int = 64,
+        template: str = CRITIC_INPUT_TEMPLATE,
+        trust_remote_code: bool = False,
+    ):
+        from .modeling import load_model_and_tokenizer
+
+        if isinstance(model, str):
+            model, loaded_tokenizer = load_model_and_tokenizer(model, trust_remote_code=trust_remote_code)
+            tokenizer = tokenizer or loaded_tokenizer
+        if tokenizer is None:
+            raise ValueError("ModelCritic needs `tokenizer` when `model` is a model object.")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_prompt_length = max_prompt_length
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.template = template
+
+    def critique(
+        self, prompts: Sequence[str], hypotheses: Sequence[str], references: Sequence[str] | None = None
+    ) -> list[str]:
+        from .modeling import generate_texts
+
+        inputs = [render_critic_input(p, h, self.template) for p, h in zip(prompts, hypotheses)]
+        feedback: list[str] = []
+        for start in range(0, len(inputs), self.batch_size):
+            texts, _ = generate_texts(
+                self.model,
+                self.tokenizer,
+                inputs[start : start + self.batch_size],
+                max_prompt_length=self.max_prompt_length,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+            )
+            feedback.extend(texts)
+        return feedback

@@ -1,0 +1,191 @@
+"""Prompt-completion data: loading from the Hub or local files, checking, and encoding for both architectures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, load_dataset
+
+PROMPT = "prompt"
+COMPLETION = "completion"
+LABEL_PAD = -100
+
+
+class DataError(ValueError):
+    """Raised for data a trainer or task cannot use; the message names the file, row or field."""
+
+
+def load_records(source: str, split: str = "train", subset: str | None = None) -> Dataset:
+    """Load rows from a local `.json` / `.jsonl` file, a local folder saved with `save_to_disk`, or a Hub dataset.
+
+    A local JSON file may hold a list of objects or one object per line. Hub loading needs network access;
+    these machines have none, so tests pass local files.
+
+    Args:
+        source (`str`):
+            A path, or a Hub dataset id such as `"demelin/moral_stories"`.
+        split (`str`, *optional*, defaults to `"train"`):
+            The split to read from a Hub dataset (ignored for local files).
+        subset (`str`, *optional*):
+            The Hub dataset's configuration name.
+    """
+    path = Path(source)
+    if path.is_dir():
+        from datasets import load_from_disk
+
+        loaded = load_from_disk(str(path))
+        return loaded[split] if hasattr(loaded, "keys") else loaded
+    if path.suffix in {".json", ".jsonl"} or path.exists():
+        if not path.is_file():
+            raise DataError(f"{source}: no such file")
+        return Dataset.from_list(_read_json_rows(path))
+    return load_dataset(source, subset, split=split)
+
+
+def _read_json_rows(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}: not valid JSON ({error})") from error
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {number}: not valid JSON ({error})") from error
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, row {index}: expected a JSON object, got {type(row).__name__}")
+    if not rows:
+        raise DataError(f"{path}: holds no rows")
+    return rows
+
+
+def require_fields(rows: Sequence[dict[str, Any]] | Dataset, fields: Sequence[str], source: str) -> None:
+    """Raise [`DataError`] naming the first row and field that is missing, `None` or empty."""
+    columns = set(rows.column_names) if isinstance(rows, Dataset) else None
+    if columns is not None:
+        missing = [field for field in fields if field not in columns]
+        if missing:
+            raise DataError(f"{source}: missing field {missing[0]!r} (columns: {sorted(columns)})")
+    for index, row in enumerate(rows):
+        for field in fields:
+            value = row.get(field)
+            if value is None or (isinstance(value, (str, list)) and len(value) == 0):
+                raise DataError(f"{source}, row {index}: field {field!r} is missing or empty")
+
+
+def validate_prompt_completion(dataset: Dataset, name: str = "train_dataset") -> None:
+    """Check TRL's prompt-completion format: non-empty `prompt` and `completion` strings in every row.
+
+    Raises:
+        [`DataError`]: naming the dataset, and the row and field at fault.
+    """
+    if len(dataset) == 0:
+        raise DataError(f"{name} is empty")
+    for field in (PROMPT, COMPLETION):
+        if field not in dataset.column_names:
+            raise DataError(
+                f"{name} has no {field!r} column (columns: {dataset.column_names}); "
+                "RefinerTrainer takes TRL's prompt-completion format"
+            )
+    for field in (PROMPT, COMPLETION):
+        for index, value in enumerate(dataset[field]):
+            if not isinstance(value, str):
+                raise DataError(f"{name}, row {index}: {field!r} must be a string, got {type(value).__name__}")
+            if not value.strip():
+                raise DataError(f"{name}, row {index}: {field!r} is empty")
+
+
+@dataclass
+class Truncation:
+    """How many prompts and completions an encoding cut to fit the length limits."""
+
+    prompts: int = 0
+    completions: int = 0
+
+
+def _pad(sequences: list[list[int]], value: int, left: bool) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    rows = [[value] * (width - len(s)) + s if left else s + [value] * (width - len(s)) for s in sequences]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _tokenize(tokenizer, texts: Sequence[str], special: bool) -> list[list[int]]:
+    return tokenizer(list(texts), add_special_tokens=special)["input_ids"]
+
+
+def _truncate_prompts(ids: list[list[int]], max_length: int | None) -> tuple[list[list[int]], int]:
+    if max_length is None:
+        return ids, 0
+    # Prompts keep their end: in a refine prompt, the feedback is the newest and most needed part.
+    return [s[-max_length:] for s in ids], sum(len(s) > max_length for s in ids)
+
+
+def encode_prompts(
+    tokenizer, prompts: Sequence[str], max_length: int | None, is_encoder_decoder: bool
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Tokenize prompts for generation: left padding for causal models, right padding for encoder-decoders.
+
+    Returns:
+        `(inputs, n_truncated)`: `input_ids` and `attention_mask` tensors, and how many prompts were cut.
+    """
+    ids, n_truncated = _truncate_prompts(_tokenize(tokenizer, prompts, special=True), max_length)
+    left = not is_encoder_decoder
+    input_ids = _pad(ids, tokenizer.pad_token_id, left)
+    attention_mask = _pad([[1] * len(s) for s in ids], 0, left)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}, n_truncated
+
+
+def encode_prompt_completion(
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_prompt_length: int | None,
+    max_completion_length: int | None,
+    is_encoder_decoder: bool,
+) -> tuple[dict[str, torch.Tensor], Truncation]:
+    """Tokenize prompt-completion pairs for the cross-entropy of the completion given the prompt.
+
+    Encoder-decoder: the prompt is the encoder input and the completion + EOS the labels. Causal: prompt + completion
+    + EOS is one right-padded sequence whose labels mask the prompt and the padding with -100. Completions are cut to
+    `max_completion_length` tokens (EOS included) and prompts keep their last `max_prompt_length` tokens.
+    """
+    prompt_ids, cut_prompts = _truncate_prompts(_tokenize(tokenizer, prompts, special=True), max_prompt_length)
+    completion_ids = [s + [tokenizer.eos_token_id] for s in _tokenize(tokenizer, completions, special=False)]
+    cut_completions = 0
+    if max_completion_length is not None:
+        cut_completions = sum(len(s) > max_completion_length for s in completion_ids)
+        completion_ids = [s[:max_completion_length] for s in completion_ids]
+    truncation = Truncation(prompts=cut_prompts, completions=cut_completions)
+    if is_encoder_decoder:
+        batch = {
+            "input_ids": _pad(prompt_ids, tokenizer.pad_token_id, left=False),
+            "attention_mask": _pad([[1] * len(s) for s in prompt_ids], 0, left=False),
+            "labels": _pad(completion_ids, LABEL_PAD, left=False),
+        }
+        return batch, truncation
+    sequences = [p + c for p, c in zip(prompt_ids, completion_ids)]
+    labels = [[LABEL_PAD] * len(p) + c for p, c in zip(prompt_ids, completion_ids)]
+    batch = {
+        "input_ids": _pad(sequences, tokenizer.pad_token_id, left=False),
+        "attention_mask": _pad([[1] * len(s) for s in sequences], 0, left=False),
+        "labels": _pad(labels, LABEL_PAD, left=False),
+    }
+    return batch, truncation
+
+
+def collate_text(features: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Collate rows into a dict of lists; the trainer tokenizes per turn, since later prompts depend on the model."""
+    return {key: [feature[key] for feature in features] for key in features[0]}

@@ -1,0 +1,159 @@
+"""Loading and building models and tokenizers (seq2seq and causal alike), and batched text generation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
+
+from .data import encode_prompts
+
+Architecture = Literal["seq2seq", "causal"]
+SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}
+
+
+def is_encoder_decoder(model: PreTrainedModel) -> bool:
+    """Whether `model` (possibly wrapped by PEFT) is an encoder-decoder."""
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def load_model_and_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, **model_init_kwargs: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a seq2seq or causal LM and its tokenizer from the Hub or a local folder, picking the class by its config.
+
+    `trust_remote_code` stays off unless the caller turns it on. Causal tokenizers without a pad token get their EOS
+    token as pad token.
+    """
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **model_init_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    return model, prepare_tokenizer(tokenizer)
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give a tokenizer the pad token the trainer needs (its EOS token when it has none)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise ValueError("The tokenizer has no EOS token; set `tokenizer.eos_token` before training.")
+    return tokenizer
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+    """Train a small byte-level BPE tokenizer on `texts`, offline, in seconds.
+
+    Byte-level BPE decodes losslessly, so generated text can be compared with gold text exactly. The result is a
+    `PreTrainedTokenizerFast`: save it with `save_pretrained` and load it with `AutoTokenizer.from_pretrained`.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+
+
+def build_tiny_model(
+    architecture: Architecture,
+    tokenizer: PreTrainedTokenizerBase,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_positions: int = 1024,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """Build a small model with random weights from a config: T5-style (`"seq2seq"`) or Llama-style (`"causal"`).
+
+    Used for offline smoke runs, tests and benchmarks: nothing is downloaded.
+    """
+    torch.manual_seed(seed)
+    ids = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if architecture == "seq2seq":
+        config = T5Config(
+            d_model=hidden_size,
+            d_ff=4 * hidden_size,
+            d_kv=hidden_size // num_heads,
+            num_layers=num_layers,
+            num_decoder_layers=num_layers,
+            num_heads=num_heads,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            feed_forward_proj="relu",
+            tie_word_embeddings=True,
+            **ids,
+        )
+        return AutoModelForSeq2SeqLM.from_config(config)
+    if architecture == "causal":
+        config = LlamaConfig(
+            hidden_size=hidden_size,
+            intermediate_size=4 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_heads,
+            max_position_embeddings=max_positions,
+            bos_token_id=tokenizer.bos_token_id,
+            tie_word_embeddings=True,
+            **ids,
+        )
+        return AutoModelForCausalLM.from_config(config)
+    raise ValueError(f"architecture must be 'seq2seq' or 'causal', got {architecture!r}")
+
+
+@torch.no_grad()
+def generate_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_prompt_length: int | None = None,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    num_return_sequences: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+) -> tuple[list[str], int]:
+    """Generate for all prompts in one `generate` call; the `num_return_sequences` texts of a prompt are adjacent.
+
+    Returns:
+        `(texts, n_truncated)`: the decoded, stripped new text, and how many prompts were cut to `max_prompt_length`.
+    """
+    encoder_decoder = is_encoder_decoder(model)
+    inputs, n_truncated = encode_prompts(tokenizer, prompts, max_prompt_length, encoder_decoder)
+    inputs = {key: value.to(model.device) for key, value in inputs.items()}
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if do_sample else {}
+    output = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        num_return_sequences=num_return_sequences,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
+    new_tokens = output if encoder_decoder else output[:, inputs["input_ids"].shape[1] :]
+    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return [text.strip() for text in texts], n_truncated
