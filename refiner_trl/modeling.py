@@ -85,7 +85,7 @@ def build_tiny_model(
 ) -> PreTrainedModel:
     """Build a small model with random weights from a config: T5-style (`"seq2seq"`) or Llama-style (`"causal"`).
 
-    Used for offline smoke runs, tests and benchmarks: nothing is downloaded.
+    Used for offline smoke runs, tests and benchmarks: nothing is downloaded. No dropout: tiny models train briefly.
     """
     torch.manual_seed(seed)
     ids = {
@@ -103,6 +103,7 @@ def build_tiny_model(
             num_heads=num_heads,
             decoder_start_token_id=tokenizer.pad_token_id,
             feed_forward_proj="relu",
+            dropout_rate=0.0,
             tie_word_embeddings=True,
             **ids,
         )

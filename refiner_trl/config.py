@@ -1,0 +1,138 @@
+"""RefinerConfig: the training arguments of [`RefinerTrainer`]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from .templates import REFINE_TEMPLATE, check_template
+
+SELECTION_STRATEGIES = ("random", "first")
+TURN_AGGREGATIONS = ("mean", "sum")
+
+
+@dataclass
+class RefinerConfig(TrainingArguments):
+    r"""
+    Configuration class for [`RefinerTrainer`].
+
+    This class includes only the parameters that are specific to REFINER training. For a full list of training
+    arguments, please refer to the [`~transformers.TrainingArguments`] documentation. Note that default values in this
+    class may differ from those in [`~transformers.TrainingArguments`].
+
+    Parameters:
+        > Parameters that control the model
+
+        model_init_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for `from_pretrained`, used when the `model` argument of the [`RefinerTrainer`] is a
+            string.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Whether to run modelling code from the model's repository when loading it by name. Off unless set.
+
+        > Parameters that control the data
+
+        max_prompt_length (`int` or `None`, *optional*, defaults to `512`):
+            Longest prompt in tokens (refine prompts included). Longer prompts keep their last tokens, so the feedback
+            of a refine prompt is kept. Truncations are counted and reported once, and logged as
+            `truncated_prompts`.
+        max_completion_length (`int` or `None`, *optional*, defaults to `256`):
+            Longest gold completion in tokens, EOS included, for the cross-entropy. Truncations are counted and
+            reported once.
+
+        > Parameters that control the REFINER loop
+
+        num_refinement_turns (`int`, *optional*, defaults to `3`):
+            T, the number of turns per batch. Turn 0 sees the dataset prompt; turn t > 0 sees the refine prompt built
+            from turn t - 1's picked hypothesis and its feedback. Each turn adds a cross-entropy term and explores.
+        num_hypotheses (`int`, *optional*, defaults to `4`):
+            k, the number of hypotheses sampled per example and turn, in one batched `generate` call per turn.
+        hypothesis_selection (`str`, *optional*, defaults to `"random"`):
+            How one of the k hypotheses is picked for critique: `"random"` (the paper; seeded from `seed`, the global
+            step, the micro-batch and the process index, so that picks are reproducible and survive resuming) or
+            `"first"`.
+        refine_template (`str`, *optional*, defaults to [`~refiner_trl.templates.REFINE_TEMPLATE`]):
+            The prompt of a refine turn, with the placeholders `{prompt}` (the dataset prompt), `{hypothesis}` (the
+            picked hypothesis) and `{feedback}` (the critic's feedback on it).
+        turn_loss_aggregation (`str`, *optional*, defaults to `"mean"`):
+            How the per-turn cross-entropies are combined: `"mean"` or `"sum"`. Each turn's loss is the mean over its
+            completion tokens.
+
+        > Parameters that control generation
+
+        max_new_tokens (`int`, *optional*, defaults to `64`):
+            Longest sampled hypothesis in tokens.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature of the exploration.
+        top_p (`float`, *optional*, defaults to `0.95`):
+            Nucleus-sampling probability mass of the exploration.
+        top_k (`int`, *optional*, defaults to `0`):
+            Top-k filtering of the exploration; `0` turns it off.
+        gather_deepspeed3_params (`bool`, *optional*, defaults to `True`):
+            Gather the ZeRO-3 shards once for generation (fast, needs the whole model on each device); `False`
+            generates layer by layer with sharded weights.
+    """
+
+    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
+
+    # Defaults that differ from TrainingArguments.
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Keep the `prompt` and `completion` columns; the trainer tokenizes them itself per turn."},
+    )
+
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for `from_pretrained` when the model is given by name."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run modelling code from the model's repository. Off unless set."}
+    )
+    max_prompt_length: int | None = field(
+        default=512, metadata={"help": "Longest prompt in tokens; longer prompts keep their end."}
+    )
+    max_completion_length: int | None = field(
+        default=256, metadata={"help": "Longest gold completion in tokens, EOS included."}
+    )
+    num_refinement_turns: int = field(default=3, metadata={"help": "T: turns per batch (turn 0 + T-1 refine turns)."})
+    num_hypotheses: int = field(default=4, metadata={"help": "k: hypotheses sampled per example and turn."})
+    hypothesis_selection: str = field(
+        default="random",
+        metadata={"help": "How one hypothesis is picked for critique.", "choices": list(SELECTION_STRATEGIES)},
+    )
+    refine_template: str = field(
+        default=REFINE_TEMPLATE,
+        metadata={"help": "Refine prompt with the placeholders {prompt}, {hypothesis} and {feedback}."},
+    )
+    turn_loss_aggregation: str = field(
+        default="mean",
+        metadata={"help": "How per-turn losses are combined.", "choices": list(TURN_AGGREGATIONS)},
+    )
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest sampled hypothesis in tokens."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the exploration."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus-sampling mass of the exploration."})
+    top_k: int = field(default=0, metadata={"help": "Top-k filtering of the exploration; 0 turns it off."})
+    gather_deepspeed3_params: bool = field(
+        default=True, metadata={"help": "Gather ZeRO-3 shards once for generation."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_refinement_turns < 1:
+            raise ValueError(f"num_refinement_turns must be at least 1, got {self.num_refinement_turns}")
+        if self.num_hypotheses < 1:
+            raise ValueError(f"num_hypotheses must be at least 1, got {self.num_hypotheses}")
+        if self.hypothesis_selection not in SELECTION_STRATEGIES:
+            raise ValueError(
+                f"hypothesis_selection must be one of {SELECTION_STRATEGIES}, got {self.hypothesis_selection!r}"
+            )
+        if self.turn_loss_aggregation not in TURN_AGGREGATIONS:
+            raise ValueError(
+                f"turn_loss_aggregation must be one of {TURN_AGGREGATIONS}, got {self.turn_loss_aggregation!r}"
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        check_template(self.refine_template, ("prompt", "hypothesis", "feedback"), "refine_template")

@@ -1,0 +1,360 @@
+"""Generators: anything that writes one text per prompt (a trained model, a function, or an LLM behind an API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPException
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class GeneratorError(RuntimeError):
+    """Raised when a generator fails or answers with something other than one text per prompt."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What [`refine`] needs of a generator: batched generation, one text per prompt, in the prompts' order."""
+
+    def generate(self, prompts: Sequence[str]) -> list[str]: ...
+
+
+def checked_generate(generator: Generator, prompts: Sequence[str], where: str = "") -> list[str]:
+    """Call `generator.generate` and check its answer: one `str` per prompt, else [`GeneratorError`] naming `where`.
+
+    Args:
+        generator ([`Generator`]):
+            The generator to call once with all `prompts`.
+        prompts (`Sequence[str]`):
+            The prompts.
+        where (`str`, *optional*, defaults to `""`):
+            Appended to error messages, e.g. `" (turn 2)"`.
+    """
+    name = type(generator).__name__
+    try:
+        texts = generator.generate(list(prompts))
+    except GeneratorError:
+        raise
+    except Exception as error:
+        raise GeneratorError(f"{name}.generate raised {error!r}{where}") from error
+    if not isinstance(texts, (list, tuple)) or len(texts) != len(prompts):
+        got = len(texts) if isinstance(texts, (list, tuple)) else type(texts).__name__
+        raise GeneratorError(
+            f"{name}.generate must return one text per prompt: expected {len(prompts)}, got {got}{where}"
+        )
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise GeneratorError(f"{name}.generate returned {type(text).__name__} at index {index}, not text{where}")
+    return list(texts)
+
+
+class CallableGenerator:
+    """A generator made from a function `fn(prompts) -> list[str]`.
+
+    Args:
+        fn (`Callable[[list[str]], list[str]]`):
+            Called once per batch with the list of prompts; returns one text per prompt.
+
+    Example:
+
+    ```python
+    >>> from refiner_trl.generators import CallableGenerator
+    >>> CallableGenerator(lambda prompts: [p.upper() for p in prompts]).generate(["a", "b"])
+    ['A', 'B']
+
+    ```
+    """
+
+    def __init__(self, fn: Callable[[list[str]], list[str]]):
+        self.fn = fn
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        return list(self.fn(list(prompts)))
+
+
+class ModelGenerator:
+    """A seq2seq or causal language model, greedy or sampled, through [`generate_texts`] (one call per chunk).
+
+    Args:
+        model (`PreTrainedModel` or `str`):
+            The generator model, or a name or path to load it from (its tokenizer comes from the same place).
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Required when `model` is a model object.
+        max_prompt_length (`int`, *optional*, defaults to `512`):
+            Longest prompt in tokens; longer prompts keep their end (in a refine prompt, the feedback).
+        max_new_tokens (`int`, *optional*, defaults to `64`):
+            Longest generated text in tokens.
+        do_sample (`bool`, *optional*, defaults to `False`):
+            Sample instead of greedy decoding (seed with `transformers.set_seed` for reproducible samples).
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature (used only when `do_sample=True`).
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus sampling mass (used only when `do_sample=True`).
+        batch_size (`int`, *optional*, defaults to `64`):
+            How many prompts go into one `generate` call.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Passed to `from_pretrained` when `model` is a name or path.
+
+    Attributes:
+        num_truncated_prompts (`int`):
+            How many prompts were cut to `max_prompt_length` so far.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | str,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        max_prompt_length: int = 512,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        batch_size: int = 64,
+        trust_remote_code: bool = False,
+    ):
+        if isinstance(model, str):
+            from .modeling import load_model_and_tokenizer
+
+            model, loaded_tokenizer = load_model_and_tokenizer(model, trust_remote_code=trust_remote_code)
+            tokenizer = tokenizer or loaded_tokenizer
+        if tokenizer is None:
+            raise ValueError("ModelGenerator needs `tokenizer` when `model` is a model object.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_prompt_length = max_prompt_length
+        self.max_new_tokens = max_new_tokens
+        self.do_sample = do_sample
+        self.temperature = temperature
+        self.top_p = top_p
+        self.batch_size = batch_size
+        self.num_truncated_prompts = 0
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        from .modeling import generate_texts
+
+        prompts = list(prompts)
+        texts: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk, n_truncated = generate_texts(
+                self.model,
+                self.tokenizer,
+                prompts[start : start + self.batch_size],
+                max_prompt_length=self.max_prompt_length,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=self.do_sample,
+                temperature=self.temperature,
+                top_p=self.top_p,
+            )
+            texts.extend(chunk)
+            self.num_truncated_prompts += n_truncated
+        return texts
+
+
+def _is_torch_module(obj: Any) -> bool:
+    torch = sys.modules.get("torch")  # an object cannot be a torch module unless torch is already imported
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def as_generator(obj: Generator | Callable[[list[str]], list[str]] | tuple[Any, Any]) -> Generator:
+    """Turn a `(model, tokenizer)` pair, a function from prompts to texts, or a [`Generator`] into a [`Generator`].
+
+    A bare model is refused: it has a `generate` method, but not the one a [`Generator`] has.
+
+    Args:
+        obj (`Generator`, `Callable` or `tuple`):
+            A [`Generator`] (returned as is), a `(model, tokenizer)` pair (wrapped in [`ModelGenerator`] with its
+            defaults: greedy decoding), or a callable `fn(prompts) -> list[str]` (wrapped in [`CallableGenerator`]).
+    """
+    if isinstance(obj, tuple):
+        if len(obj) != 2:
+            raise TypeError(f"A generator given as a tuple must be (model, tokenizer), got a tuple of {len(obj)}")
+        return ModelGenerator(*obj)
+    if _is_torch_module(obj):
+        raise TypeError(
+            f"Got a bare {type(obj).__name__}: pass (model, tokenizer) or ModelGenerator(model, tokenizer, ...)."
+        )
+    if isinstance(obj, Generator):
+        return obj
+    if callable(obj):
+        return CallableGenerator(obj)
+    raise TypeError(
+        f"Cannot use {type(obj).__name__} as a generator: pass a Generator, a (model, tokenizer) pair, "
+        "or a function from a list of prompts to a list of texts."
+    )
+
+
+class OpenAIChatGenerator:
+    """Any LLM behind an OpenAI-compatible `chat/completions` or `completions` endpoint, one request per prompt.
+
+    Only the standard library is used. Requests for different prompts run concurrently; each is retried on a timeout,
+    a connection error, HTTP 408, 429 or 5xx, after `backoff`, `2 * backoff`, `4 * backoff`, ... seconds. Other HTTP
+    errors (400, 401, 404, ...) fail at once. The API key is read from the environment at each request; it is never
+    stored on the object, logged, or put in an error message.
+
+    Args:
+        model (`str`):
+            The model name the endpoint expects, e.g. `"gpt-3.5-turbo"`.
+        base_url (`str`, *optional*):
+            The API root, e.g. `"http://127.0.0.1:8000/v1"`. Defaults to the environment variable named by
+            `base_url_env`, else `"https://api.openai.com/v1"`.
+        api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
+            The environment variable holding the key, sent as `Authorization: Bearer ...`. When it is unset, no
+            `Authorization` header is sent (local servers such as vLLM need none).
+        base_url_env (`str`, *optional*, defaults to `"OPENAI_BASE_URL"`):
+            The environment variable read when `base_url` is not given.
+        timeout (`float`, *optional*, defaults to `30.0`):
+            Seconds to wait for the connection and for each read of the answer.
+        max_retries (`int`, *optional*, defaults to `3`):
+            Retries after the first attempt, so at most `max_retries + 1` requests per prompt.
+        backoff (`float`, *optional*, defaults to `0.5`):
+            Seconds before the first retry; doubled before each next one.
+        system_prompt (`str`, *optional*):
+            A system message put before each prompt (`endpoint="chat"` only).
+        temperature (`float`, *optional*, defaults to `0.0`):
+            Sampling temperature sent with each request.
+        max_tokens (`int`, *optional*, defaults to `256`):
+            Longest answer in tokens.
+        max_workers (`int`, *optional*, defaults to `8`):
+            How many requests run at the same time.
+        endpoint (`str`, *optional*, defaults to `"chat"`):
+            `"chat"` posts `{"messages": [...]}` to `/chat/completions`; `"completions"` posts `{"prompt": ...}` to
+            `/completions`.
+        extra_body (`dict`, *optional*):
+            More fields for each request body, e.g. `{"stop": ["\\n"]}`.
+
+    Example:
+
+    ```python
+    >>> # In the shell, not in code: export OPENAI_API_KEY=...
+    >>> generator = OpenAIChatGenerator("gpt-3.5-turbo", system_prompt="Write the equation only.")  # doctest: +SKIP
+    >>> generator.generate(["Tom has 3 apples and buys 2 more. How many apples does he have?"])  # doctest: +SKIP
+    ['3 + 2']
+
+    ```
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        base_url_env: str = "OPENAI_BASE_URL",
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        system_prompt: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        max_workers: int = 8,
+        endpoint: Literal["chat", "completions"] = "chat",
+        extra_body: dict[str, Any] | None = None,
+    ):
+        if endpoint not in ("chat", "completions"):
+            raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
+        if max_retries < 0 or max_workers < 1 or timeout <= 0:
+            raise ValueError("need max_retries >= 0, max_workers >= 1 and timeout > 0")
+        if system_prompt is not None and endpoint != "chat":
+            raise ValueError("system_prompt needs endpoint='chat'")
+        base_url = base_url or os.environ.get(base_url_env) or "https://api.openai.com/v1"
+        path = "/chat/completions" if endpoint == "chat" else "/completions"
+        self.model = model
+        self.url = base_url.rstrip("/") + path
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.system_prompt = system_prompt
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.max_workers = max_workers
+        self.endpoint = endpoint
+        self.extra_body = dict(extra_body or {})
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(prompts))) as pool:
+            futures = [pool.submit(self._generate_one, index, prompt) for index, prompt in enumerate(prompts)]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def _body(self, prompt: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.endpoint == "chat":
+            system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
+            body["messages"] = [*system, {"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        return {**body, **self.extra_body}
+
+    def _generate_one(self, index: int, prompt: str) -> str:
+        data = json.dumps(self._body(prompt)).encode("utf-8")
+        attempts = self.max_retries + 1
+        last_error = ""
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            api_key = os.environ.get(self.api_key_env)
+            headers = {"Content-Type": "application/json", "User-Agent": "refiner-trl"}
+            if api_key:
+                headers["Authorization"] = f"Bearer {api_key}"
+            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    payload = response.read()
+            except urllib.error.HTTPError as error:
+                last_error = f"HTTP {error.code} {error.reason}: {_read_error_body(error, api_key)}"
+                if error.code in (408, 429) or error.code >= 500:
+                    continue
+                raise GeneratorError(f"{self._where(index, attempt + 1)}: {last_error}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, HTTPException) as error:
+                reason = getattr(error, "reason", error)
+                last_error = _redact(f"{type(reason).__name__}: {reason}", api_key)
+                continue
+            return self._parse(payload, index)
+        raise GeneratorError(f"{self._where(index, attempts)}: {last_error}")
+
+    def _where(self, index: int, attempts: int) -> str:
+        return f"{type(self).__name__}: prompt {index} failed after {attempts} attempt(s) to {self.url}"
+
+    def _parse(self, payload: bytes, index: int) -> str:
+        try:
+            choice = json.loads(payload)["choices"][0]
+            text = choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
+        except (ValueError, KeyError, IndexError, TypeError) as error:
+            snippet = payload[:200].decode("utf-8", errors="replace")
+            raise GeneratorError(
+                f"{type(self).__name__}: prompt {index}: unexpected answer from {self.url} ({error!r}): {snippet!r}"
+            ) from None
+        return (text or "").strip()
+
+
+def _read_error_body(error: urllib.error.HTTPError, api_key: str | None) -> str:
+    """The start of an error answer, with the key redacted before it is cut (a cut could keep part of the key)."""
+    try:
+        body = error.read(65536).decode("utf-8", errors="replace")
+    except Exception:
+        body = ""
+    finally:
+        error.close()
+    return _redact(" ".join(body.split()), api_key)[:300]
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text

@@ -1,0 +1,287 @@
+"""The [`Task`] base class: what every REFINER task provides, and the parts all tasks share.
+
+A task turns a data source into TRL prompt-completion rows (`prompt` = the input x, `completion` = the gold
+intermediate representation z*), judges hypotheses against references ([`Task.diagnose`], wrapped as an oracle
+critic), perturbs gold completions into automatic negatives with the feedback that names their error, and scores
+predictions with the task's metrics. It knows nothing of the trainer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from datasets import Dataset
+
+from ..critics import NO_ERROR, CallableCritic, Critic, is_no_error
+from ..data import COMPLETION, PROMPT, load_records
+from ..templates import render_critic_input
+
+_PERTURB_ATTEMPTS = 8
+
+
+class Task(ABC):
+    """A REFINER task: data, oracle critic, automatic critic data, metrics and a synthetic generator.
+
+    Subclasses set the class attributes and implement the abstract methods; the base class builds the oracle critic
+    from [`Task.diagnose`], draws perturbations from `_propose`, builds critic data and maps feedback to its type.
+
+    Class attributes:
+        name (`str`): The name [`get_task`] knows the task by.
+        hub_id (`str` or `None`): The Hub dataset `load(path=None)` reads; `None` when the task has none.
+        hub_subset (`str` or `None`): The configuration of `hub_id` to read.
+        perturbation_types (`tuple[str, ...]`): The names of the errors [`Task.perturb`] can make.
+        feedback_patterns (`tuple[tuple[str, str], ...]`): `(type, regex)` pairs that recognise the feedback types
+            (the perturbation types and any oracle-only ones), searched case-insensitively.
+    """
+
+    name: str = ""
+    hub_id: str | None = None
+    hub_subset: str | None = None
+    perturbation_types: tuple[str, ...] = ()
+    feedback_patterns: tuple[tuple[str, str], ...] = ()
+
+    # ----------------------------------------------------------------------------------------------- data
+    def load(self, split: str = "train", path: str | None = None) -> Dataset:
+        """Load a split as prompt-completion rows.
+
+        Args:
+            split (`str`, *optional*, defaults to `"train"`):
+                The Hub split to read; ignored for local files.
+            path (`str`, *optional*):
+                A local `.json` / `.jsonl` file (or a folder saved with `save_to_disk`) or a Hub dataset id. `None`
+                reads the task's Hub default, `hub_id`; tasks without one raise `ValueError`.
+
+        Returns:
+            `datasets.Dataset`: with string columns `prompt` and `completion`, plus the columns `score` needs.
+
+        Raises:
+            [`DataError`]: naming the field and row when a needed field is missing or empty.
+        """
+        source = path if path is not None else self.hub_id
+        if source is None:
+            raise ValueError(
+                f"The {self.name!r} task has no Hub default: pass path= to a local .json or .jsonl file in the "
+                f"format its docstring describes, or use synthetic() for generated data."
+            )
+        subset = self.hub_subset if path is None else None
+        return self.from_records(load_records(str(source), split=split, subset=subset), source=str(source))
+
+    @abstractmethod
+    def from_records(self, records: Dataset | Sequence[dict[str, Any]], source: str = "records") -> Dataset:
+        """Turn raw rows in one of the task's source formats into prompt-completion rows.
+
+        Args:
+            records (`Dataset` or `Sequence[dict]`):
+                The raw rows.
+            source (`str`, *optional*, defaults to `"records"`):
+                Where the rows came from, for error messages.
+        """
+
+    @abstractmethod
+    def synthetic(self, n: int = 500, seed: int = 0) -> Dataset:
+        """Generate `n` varied, solvable examples in the format of [`Task.load`]; the same seed gives the same rows.
+
+        Args:
+            n (`int`, *optional*, defaults to `500`):
+                How many rows.
+            seed (`int`, *optional*, defaults to `0`):
+                The random seed.
+        """
+
+    # ------------------------------------------------------------------------------------------- feedback
+    @abstractmethod
+    def diagnose(self, hypothesis: str, reference: str) -> str:
+        """The oracle's feedback on one hypothesis: [`NO_ERROR`], or a short text naming what is wrong.
+
+        Args:
+            hypothesis (`str`):
+                A generated intermediate representation.
+            reference (`str`):
+                The gold one.
+        """
+
+    def oracle_critic(self) -> Critic:
+        """A [`Critic`] that compares each hypothesis with its reference through [`Task.diagnose`].
+
+        Its `critique` raises `ValueError` when `references` is `None` or of the wrong length.
+        """
+
+        def critique(prompts: list[str], hypotheses: list[str], references: list[str] | None) -> list[str]:
+            if references is None:
+                raise ValueError(f"The {self.name} oracle critic compares hypotheses with references; none given.")
+            if len(references) != len(hypotheses):
+                raise ValueError(f"Got {len(hypotheses)} hypotheses but {len(references)} references.")
+            return [self.diagnose(h, r) for h, r in zip(hypotheses, references)]
+
+        return CallableCritic(critique)
+
+    def feedback_type(self, feedback: str) -> str:
+        """Map a feedback text back to its type: `"no_error"`, one of the task's types, or `"unknown"`.
+
+        When a text names several errors, the type of the first one named is returned.
+
+        Args:
+            feedback (`str`):
+                A feedback text, from the oracle, a perturbation or a trained critic.
+        """
+        if is_no_error(feedback):
+            return "no_error"
+        found = [
+            (match.start(), kind)
+            for kind, pattern in self.feedback_patterns
+            if (match := re.search(pattern, feedback, flags=re.IGNORECASE))
+        ]
+        return min(found)[1] if found else "unknown"
+
+    # ---------------------------------------------------------------------------------------- perturbation
+    @abstractmethod
+    def _propose(self, kind: str, gold: str, rng: random.Random, others: Sequence[str] | None) -> str | None:
+        """Propose one bad completion with an error of type `kind`, or `None` when `gold` admits no such error."""
+
+    def perturb(
+        self, gold: str, rng: random.Random, kind: str | None = None, others: Sequence[str] | None = None
+    ) -> tuple[str, str]:
+        """Make one automatic negative from a gold completion, and the feedback that names its error.
+
+        The feedback is what [`Task.diagnose`] says of the negative against `gold`, and its type is the perturbation's
+        type: candidates that the oracle would describe otherwise are drawn again.
+
+        Args:
+            gold (`str`):
+                The gold completion z*.
+            rng (`random.Random`):
+                The source of randomness.
+            kind (`str`, *optional*):
+                One of `perturbation_types`; by default a random type that applies to `gold`.
+            others (`Sequence[str]`, *optional*):
+                Other gold completions of the same data set, which a task may borrow wrong content from (Moral
+                Stories: another story's norm); tasks that need none ignore them.
+
+        Raises:
+            `ValueError`: when `kind` is unknown, or no perturbation (of type `kind`) applies to `gold`.
+        """
+        result = self._try_perturb(gold, rng, kind, others)
+        if result is None:
+            wanted = f"of type {kind!r} " if kind else ""
+            raise ValueError(f"No {self.name} perturbation {wanted}applies to {gold!r}")
+        return result
+
+    def _try_perturb(
+        self, gold: str, rng: random.Random, kind: str | None, others: Sequence[str] | None
+    ) -> tuple[str, str] | None:
+        if kind is not None and kind not in self.perturbation_types:
+            raise ValueError(f"Unknown {self.name} perturbation {kind!r}; known: {', '.join(self.perturbation_types)}")
+        kinds = [kind] if kind is not None else rng.sample(self.perturbation_types, len(self.perturbation_types))
+        for candidate_kind in kinds:
+            for _ in range(_PERTURB_ATTEMPTS):
+                bad = self._propose(candidate_kind, gold, rng, others)
+                if bad is None:
+                    break
+                feedback = self.diagnose(bad, gold)
+                if self.feedback_type(feedback) == candidate_kind:
+                    return bad, feedback
+        return None
+
+    def build_critic_dataset(self, dataset: Dataset, seed: int = 0, negatives_per_example: int = 1) -> Dataset:
+        """Build the critic's training data from prompt-completion rows, with no human in the loop.
+
+        Each row gives one gold example (`completion` = [`NO_ERROR`]) and up to `negatives_per_example` perturbed
+        ones (`completion` = the feedback naming the error); rows whose gold admits no perturbation give only the gold
+        example. The critic's input is [`render_critic_input`] of the row's prompt and the (perturbed) completion.
+
+        Args:
+            dataset (`Dataset`):
+                Rows with `prompt` and `completion`, as from [`Task.load`] or [`Task.synthetic`].
+            seed (`int`, *optional*, defaults to `0`):
+                The random seed; the same seed gives the same data.
+            negatives_per_example (`int`, *optional*, defaults to `1`):
+                How many distinct negatives to try to make per row.
+
+        Returns:
+            `datasets.Dataset`: columns `prompt`, `completion` and `feedback_type` (`"no_error"` or the perturbation).
+        """
+        rng = random.Random(seed)
+        golds = list(dataset[COMPLETION])
+        prompts, completions, types = [], [], []
+        for prompt, gold in zip(dataset[PROMPT], golds):
+            prompts.append(render_critic_input(prompt, gold))
+            completions.append(NO_ERROR)
+            types.append("no_error")
+            seen = {gold}
+            for _ in range(negatives_per_example):
+                result = self._try_perturb(gold, rng, None, golds)
+                if result is None or result[0] in seen:
+                    continue
+                seen.add(result[0])
+                prompts.append(render_critic_input(prompt, result[0]))
+                completions.append(result[1])
+                types.append(self.feedback_type(result[1]))
+        return Dataset.from_dict({PROMPT: prompts, COMPLETION: completions, "feedback_type": types})
+
+    # --------------------------------------------------------------------------------------------- metrics
+    @abstractmethod
+    def score(self, predictions: Sequence[str], rows: Dataset | Sequence[dict[str, Any]]) -> dict[str, float]:
+        """The task's metrics for one prediction per row.
+
+        Args:
+            predictions (`Sequence[str]`):
+                Generated completions, one per row.
+            rows (`Dataset` or `Sequence[dict]`):
+                The rows they were generated for, as from [`Task.load`] or [`Task.synthetic`].
+        """
+
+
+def column(rows: Dataset | Sequence[dict[str, Any]], name: str, predictions: Sequence[str]) -> list[Any]:
+    """Read one column from a `Dataset` or a list of dicts, checking it has one value per prediction.
+
+    Args:
+        rows (`Dataset` or `Sequence[dict]`):
+            The rows.
+        name (`str`):
+            The column.
+        predictions (`Sequence[str]`):
+            The predictions the rows are scored against.
+    """
+    if isinstance(rows, Dataset):
+        if name not in rows.column_names:
+            raise ValueError(f"rows have no {name!r} column (columns: {rows.column_names})")
+        values = list(rows[name])
+    else:
+        values = [row[name] for row in rows]
+    if len(values) != len(predictions):
+        raise ValueError(f"Got {len(predictions)} predictions for {len(values)} rows.")
+    return values
+
+
+def rows_of(records: Dataset | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Raw rows as a list of dicts, so that a field missing from the first row is reported with its row.
+
+    Args:
+        records (`Dataset` or `Sequence[dict]`):
+            The rows.
+    """
+    return records.to_list() if isinstance(records, Dataset) else list(records)
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean of `values`, or `nan` when there are none.
+
+    Args:
+        values (`Sequence[float]`):
+            The values (booleans count as 0 and 1).
+    """
+    return sum(values) / len(values) if values else float("nan")
+
+
+def squash(text: str) -> str:
+    """Collapse runs of whitespace into single spaces and strip the ends.
+
+    Args:
+        text (`str`):
+            The text.
+    """
+    return " ".join(str(text).split())

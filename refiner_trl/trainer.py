@@ -1,0 +1,355 @@
+"""RefinerTrainer: REFINER's exploration loop (Paul et al., EACL 2024) as a TRL trainer."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from trl.models.utils import unwrap_model_for_generation
+from trl.trainer.base_trainer import _BaseTrainer
+
+from .config import RefinerConfig
+from .critics import Critic, checked_critique, is_no_error
+from .data import (
+    COMPLETION,
+    LABEL_PAD,
+    PROMPT,
+    collate_text,
+    encode_prompt_completion,
+    validate_prompt_completion,
+)
+from .modeling import generate_texts, is_encoder_decoder, load_model_and_tokenizer, prepare_tokenizer
+from .templates import render_refine_prompt
+
+
+class RefinerTrainer(_BaseTrainer):
+    """
+    Trainer for REFINER, from [REFINER: Reasoning Feedback on Intermediate
+    Representations](https://huggingface.co/papers/2304.01904).
+
+    For every batch and each of the T = `num_refinement_turns` turns, the trainer samples k = `num_hypotheses`
+    hypotheses for the turn's prompts in one batched `generate` call, picks one per example, asks the critic for
+    feedback on all picked hypotheses in one batched call, and builds the next turn's prompt from `refine_template`.
+    The loss is the cross-entropy of the gold completion given each turn's prompt (turn 0: the dataset prompt),
+    computed for all turns in one forward pass and combined as `turn_loss_aggregation` says. The model's weights do
+    not change within a step, so this equals the paper's interleaved loop.
+
+    Args:
+        model (`str` or [`~transformers.PreTrainedModel`]):
+            The generator: a seq2seq or causal LM, or a name or path to load one from (with its tokenizer).
+        args ([`RefinerConfig`], *optional*):
+            Training arguments. Defaults to a [`RefinerConfig`] writing to `<model name>-REFINER`.
+        critic ([`~refiner_trl.critics.Critic`]):
+            Anything with `critique(prompts, hypotheses, references) -> list[str]`. It receives the dataset prompts,
+            the picked hypotheses and the gold completions as references.
+        train_dataset ([`~datasets.Dataset`]):
+            TRL's prompt-completion format: `prompt` and `completion` string columns.
+        eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
+            Same format; evaluation computes the same multi-turn loss and metrics.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The tokenizer; loaded with the model when `model` is a name or path.
+        callbacks (`list[TrainerCallback]`, *optional*):
+            Callbacks, as for [`~transformers.Trainer`].
+        optimizers (`tuple`, *optional*, defaults to `(None, None)`):
+            Optimizer and learning-rate scheduler, as for [`~transformers.Trainer`].
+        peft_config ([`~peft.PeftConfig`], *optional*):
+            When given, an adapter is trained instead of the whole model.
+    """
+
+    _tag_names = ["trl", "refiner"]
+    _name = "REFINER"
+    _paper = {
+        "title": "REFINER: Reasoning Feedback on Intermediate Representations",
+        "id": "2304.01904",
+        "citation": textwrap.dedent("""\
+            @inproceedings{paul2024refiner,
+                title        = {{REFINER: Reasoning Feedback on Intermediate Representations}},
+                author       = {Debjit Paul and Mete Ismayilzada and Maxime Peyrard and Beatriz Borges
+                                and Antoine Bosselut and Robert West and Boi Faltings},
+                year         = 2024,
+                booktitle    = {Proceedings of the 18th Conference of the European Chapter of the Association
+                                for Computational Linguistics (EACL)},
+            }"""),
+    }
+    # compute_loss returns the unscaled loss of one micro-batch; the Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: RefinerConfig | None = None,
+        critic: Critic | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple = (None, None),
+        peft_config: Any | None = None,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = RefinerConfig(f"{Path(name or 'model').name}-REFINER")
+        if isinstance(model, str):
+            model, loaded_tokenizer = load_model_and_tokenizer(
+                model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {})
+            )
+            processing_class = processing_class or loaded_tokenizer
+        if processing_class is None:
+            raise ValueError("RefinerTrainer needs `processing_class` (the tokenizer) when `model` is a model object.")
+        if critic is None or not callable(getattr(critic, "critique", None)):
+            raise TypeError(
+                "RefinerTrainer needs a `critic` with a `critique(prompts, hypotheses, references)` method."
+            )
+        if train_dataset is None:
+            raise ValueError("RefinerTrainer needs a `train_dataset` with `prompt` and `completion` columns.")
+        prepare_tokenizer(processing_class)
+        validate_prompt_completion(train_dataset, "train_dataset")
+        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval_dataset": eval_dataset}
+        for name, dataset in eval_sets.items():
+            if dataset is not None:
+                validate_prompt_completion(dataset, name)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collate_text,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self.critic = critic
+        self.encoder_decoder = is_encoder_decoder(model)
+        self._metrics: dict[str, defaultdict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        self._pick_position = {"train": (-1, 0), "eval": (-1, 0)}
+        self._warned_truncation = False
+        self._report_dataset_truncation(train_dataset)
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+
+    def _send_telemetry(self) -> None:
+        """A plugin sends nothing anywhere: these runs are often offline and the user did not ask for it."""
+
+    def _report_dataset_truncation(self, dataset: Dataset) -> None:
+        """Warn once, before training, how many prompts and completions exceed the length limits."""
+        _, truncation = encode_prompt_completion(
+            self.processing_class,
+            dataset[PROMPT],
+            dataset[COMPLETION],
+            self.args.max_prompt_length,
+            self.args.max_completion_length,
+            self.encoder_decoder,
+        )
+        if truncation.prompts or truncation.completions:
+            warnings.warn(
+                f"train_dataset: {truncation.prompts} of {len(dataset)} prompts exceed max_prompt_length="
+                f"{self.args.max_prompt_length} (they keep their last tokens) and {truncation.completions} "
+                f"completions exceed max_completion_length={self.args.max_completion_length} (they are cut).",
+                stacklevel=3,
+            )
+
+    # ----------------------------------------------------------------------------------------------- the step
+
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: int | None = None
+    ) -> torch.Tensor:
+        start = time.perf_counter()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        total = time.perf_counter() - start
+        metrics = self._metrics["train"]
+        # Backward is what the step spent outside compute_loss; forward was timed inside it.
+        metrics["time/forward_backward"].append(metrics["time/forward"][-1] + total - self._compute_loss_time)
+        metrics["time/step"].append(total)
+        return loss
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, list[str]],
+        return_outputs: bool = False,
+        num_items_in_batch: int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, None]:
+        start = time.perf_counter()
+        mode = "train" if model.training else "eval"
+        turn_prompts = self._explore(model, inputs[PROMPT], inputs[COMPLETION], mode)
+        turn_losses = self._turn_losses(model, turn_prompts, inputs[COMPLETION], mode)
+        loss = turn_losses.mean() if self.args.turn_loss_aggregation == "mean" else turn_losses.sum()
+        self._compute_loss_time = time.perf_counter() - start
+        return (loss, None) if return_outputs else loss
+
+    @torch.no_grad()
+    def _explore(
+        self, model: torch.nn.Module, prompts: list[str], references: list[str], mode: str
+    ) -> list[list[str]]:
+        """Run the T turns of exploration and return each turn's prompts (turn 0: the dataset prompts)."""
+        args, k = self.args, self.args.num_hypotheses
+        metrics = self._metrics[mode]
+        pick_rng = self._pick_generator(mode)
+        turn_prompts = [list(prompts)]
+        generate_time = critique_time = 0.0
+        was_training = model.training
+        with unwrap_model_for_generation(
+            model,
+            self.accelerator,
+            gather_deepspeed3_params=args.gather_deepspeed3_params,
+            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+        ) as generator:
+            generator.eval()
+            for turn in range(args.num_refinement_turns):
+                start = time.perf_counter()
+                hypotheses, _ = generate_texts(
+                    generator,
+                    self.processing_class,
+                    turn_prompts[-1],
+                    max_prompt_length=args.max_prompt_length,
+                    max_new_tokens=args.max_new_tokens,
+                    do_sample=True,
+                    num_return_sequences=k,
+                    temperature=args.temperature,
+                    top_p=args.top_p,
+                    top_k=args.top_k,
+                )
+                generate_time += time.perf_counter() - start
+                groups = [hypotheses[i * k : (i + 1) * k] for i in range(len(prompts))]
+                picked = [group[j] for group, j in zip(groups, self._pick(len(groups), pick_rng))]
+
+                start = time.perf_counter()
+                where = f" (global step {self.state.global_step}, turn {turn})"
+                feedback = checked_critique(self.critic, prompts, picked, references, where=where)
+                critique_time += time.perf_counter() - start
+
+                metrics[f"turn_{turn}/no_error"].append(float(np.mean([is_no_error(f) for f in feedback])))
+                metrics[f"turn_{turn}/distinct_hypotheses"].append(float(np.mean([len(set(g)) / k for g in groups])))
+                if turn + 1 < args.num_refinement_turns:
+                    turn_prompts.append(
+                        [
+                            render_refine_prompt(x, z, f, args.refine_template)
+                            for x, z, f in zip(prompts, picked, feedback)
+                        ]
+                    )
+        model.train(was_training)
+        metrics["time/generate"].append(generate_time)
+        metrics["time/critique"].append(critique_time)
+        return turn_prompts
+
+    def _turn_losses(
+        self, model: torch.nn.Module, turn_prompts: list[list[str]], completions: list[str], mode: str
+    ) -> torch.Tensor:
+        """Cross-entropy of the gold completions given every turn's prompts, in one forward pass; one loss per turn."""
+        num_turns, batch_size = len(turn_prompts), len(completions)
+        batch, truncation = encode_prompt_completion(
+            self.processing_class,
+            [p for prompts in turn_prompts for p in prompts],
+            completions * num_turns,
+            self.args.max_prompt_length,
+            self.args.max_completion_length,
+            self.encoder_decoder,
+        )
+        self._count_truncation(truncation.prompts, self._metrics[mode])
+        batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
+        labels = batch.pop("labels")
+        start = time.perf_counter()
+        if self.encoder_decoder:
+            config = self.accelerator.unwrap_model(model).config
+            batch["decoder_input_ids"] = _shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
+            logits = model(**batch, use_cache=False).logits
+        else:
+            logits = model(**batch, use_cache=False).logits[:, :-1]
+            labels = labels[:, 1:]
+        token_losses = F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD, reduction="none"
+        ).view(labels.shape)
+        mask = (labels != LABEL_PAD).view(num_turns, batch_size, -1)
+        per_turn = token_losses.view(num_turns, batch_size, -1).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp(min=1)
+        self._metrics[mode]["time/forward"].append(time.perf_counter() - start)
+        for turn, value in enumerate(per_turn.detach().float().cpu().tolist()):
+            self._metrics[mode][f"turn_{turn}/loss"].append(value)
+        return per_turn
+
+    def _count_truncation(self, count: int, metrics: defaultdict[str, list[float]]) -> None:
+        """Log how many of this step's prompts (all turns) were cut, and warn the first time it happens."""
+        metrics["truncated_prompts"].append(float(count))
+        if count and not self._warned_truncation:
+            self._warned_truncation = True
+            warnings.warn(
+                f"{count} prompts of this batch exceed max_prompt_length={self.args.max_prompt_length} and keep only "
+                "their last tokens; the count is logged as `truncated_prompts`. This warning is shown once.",
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------------------------- hypothesis picks
+
+    def _pick_generator(self, mode: str) -> torch.Generator:
+        """A generator seeded from the seed, the global step, the micro-batch and the process index.
+
+        Nothing needs saving for resuming: a resumed run reaches the same (step, micro-batch) positions and so
+        draws the same picks, and each process draws its own.
+        """
+        step = self.state.global_step
+        last_step, micro = self._pick_position[mode]
+        micro = micro + 1 if last_step == step else 0
+        self._pick_position[mode] = (step, micro)
+        entropy = [self.args.seed, step, micro, self.accelerator.process_index, int(mode == "eval")]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+        return torch.Generator().manual_seed(seed)
+
+    def _pick(self, num_examples: int, rng: torch.Generator) -> list[int]:
+        if self.args.hypothesis_selection == "first":
+            return [0] * num_examples
+        return torch.randint(self.args.num_hypotheses, (num_examples,), generator=rng).tolist()
+
+    # ------------------------------------------------------------------------------------- evaluation, logs
+
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor, None, None]:
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        names = sorted(self._metrics[mode])
+        if names:
+            means = torch.tensor(
+                [float(np.mean(self._metrics[mode][n])) for n in names], device=self.accelerator.device
+            )
+            means = self.accelerator.reduce(means, reduction="mean").tolist()
+            prefix = "eval_" if mode == "eval" else ""
+            logs.update({f"{prefix}{name}": value for name, value in zip(names, means)})
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
+        self.create_model_card(model_name=model_name.split("/")[-1])
+        super()._save_checkpoint(model, trial)
+
+
+def _shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:
+    """Decoder inputs of an encoder-decoder: the labels shifted right behind the start token, -100 as padding."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = start_token_id
+    return shifted.masked_fill(shifted == LABEL_PAD, pad_token_id)

@@ -1,0 +1,252 @@
+"""RefinerTrainer on tiny seq2seq and causal models: the loop, the picks, the loss, LoRA, logs and model card."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from conftest import code_rows, reveal_feedback, tokenizer_for
+from datasets import Dataset
+
+from refiner_trl import CallableCritic, RefinerConfig, RefinerTrainer
+from refiner_trl.critics import CriticError
+from refiner_trl.data import DataError
+from refiner_trl.modeling import build_tiny_model
+
+
+class RecordingCritic:
+    """The oracle of the code task, recording every batch it is asked about."""
+
+    def __init__(self):
+        self.calls: list[tuple[list[str], list[str], list[str]]] = []
+        self.feedback: list[list[str]] = []
+
+    def critique(self, prompts, hypotheses, references=None):
+        self.calls.append((prompts, hypotheses, references))
+        self.feedback.append([reveal_feedback(h, r) for h, r in zip(hypotheses, references)])
+        return self.feedback[-1]
+
+
+class PickRecordingTrainer(RefinerTrainer):
+    """Records the hypothesis picks of every turn."""
+
+    def _pick(self, num_examples, rng):
+        picks = super()._pick(num_examples, rng)
+        self.__dict__.setdefault("picks", []).append(picks)
+        return picks
+
+
+def make_args(tmp_path, **overrides) -> RefinerConfig:
+    values = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 4,
+        "max_steps": 3,
+        "num_hypotheses": 3,
+        "num_refinement_turns": 2,
+        "max_new_tokens": 6,
+        "logging_steps": 1,
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    values.update(overrides)
+    return RefinerConfig(**values)
+
+
+def test_loop_feeds_feedback_into_refine_turns(tiny, tmp_path):
+    model, tokenizer, rows = tiny
+    critic = RecordingCritic()
+    forward_inputs: list[torch.Tensor] = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: forward_inputs.append(kwargs["input_ids"]) if module.training else None,
+        with_kwargs=True,
+    )
+    args = make_args(tmp_path)
+    trainer = RefinerTrainer(
+        model, args, critic=critic, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    trainer.train()
+
+    batch, turns, steps = args.per_device_train_batch_size, args.num_refinement_turns, args.max_steps
+    # One batched critique per turn: batch_size × T hypotheses per step, decoded text, with the gold references.
+    assert len(critic.calls) == steps * turns
+    assert all(len(hypotheses) == batch for _, hypotheses, _ in critic.calls)
+    assert all(isinstance(h, str) for _, hypotheses, _ in critic.calls for h in hypotheses)
+    gold = {r["prompt"]: r["completion"] for r in rows}
+    assert all([gold[p] for p in prompts] == refs for prompts, _, refs in critic.calls)
+    # One training forward per step over all turns; the turn-1 rows carry the feedback on turn 0's picks.
+    assert len(forward_inputs) == steps
+    for step, input_ids in enumerate(forward_inputs):
+        assert input_ids.shape[0] == batch * turns
+        refine_rows = tokenizer.batch_decode(input_ids[batch:], skip_special_tokens=True)
+        for text, feedback, hypothesis in zip(
+            refine_rows, critic.feedback[step * turns], critic.calls[step * turns][1]
+        ):
+            assert f"Feedback: {feedback}" in text
+            assert f"Previous answer: {hypothesis}" in text
+
+    logged = {key for entry in trainer.state.log_history for key in entry}
+    for key in ("turn_0/loss", "turn_1/loss", "turn_1/no_error", "turn_0/distinct_hypotheses", "time/generate"):
+        assert key in logged
+    assert {"time/critique", "time/forward_backward", "truncated_prompts"} <= logged
+
+
+def run_with_seed(tiny_rows, tokenizer, architecture, tmp_path, seed):
+    model = build_tiny_model(architecture, tokenizer, seed=0)
+    args = make_args(tmp_path / str(seed), seed=seed)
+    trainer = PickRecordingTrainer(
+        model, args, critic=RecordingCritic(), train_dataset=Dataset.from_list(tiny_rows), processing_class=tokenizer
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return trainer.picks, losses
+
+
+def test_same_seed_same_picks_and_losses(tiny, architecture, tmp_path):
+    _, tokenizer, rows = tiny
+    picks_a, losses_a = run_with_seed(rows, tokenizer, architecture, tmp_path / "a", seed=3)
+    picks_b, losses_b = run_with_seed(rows, tokenizer, architecture, tmp_path / "b", seed=3)
+    picks_c, _ = run_with_seed(rows, tokenizer, architecture, tmp_path / "c", seed=4)
+    assert picks_a == picks_b
+    assert losses_a == losses_b
+    assert picks_a != picks_c
+
+
+def test_lora_trains_only_adapter_weights(tmp_path):
+    from peft import LoraConfig
+
+    rows = code_rows(16, seed=0)
+    tokenizer = tokenizer_for(rows)
+    model = build_tiny_model("causal", tokenizer, seed=0)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    args = make_args(tmp_path, learning_rate=1e-2)
+    trainer = RefinerTrainer(
+        model,
+        args,
+        critic=RecordingCritic(),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    lora_before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(lora_before[name], after[name]) for name in lora_before)
+    for name, value in before.items():
+        peft_name = next(
+            n for n in after if n.endswith(name.replace(".weight", ".base_layer.weight")) or n.endswith(name)
+        )
+        assert torch.equal(value, after[peft_name].detach()), name
+
+
+def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
+    """With one turn the loss does not depend on sampling: bs=4 must update like bs=2 × 2 accumulation steps."""
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in code_rows(4, seed=5)]
+    tokenizer = tokenizer_for(rows)
+
+    def one_step(batch_size, accumulation):
+        model = build_tiny_model("seq2seq", tokenizer, seed=0)
+        args = make_args(
+            tmp_path / f"{batch_size}",
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            num_refinement_turns=1,
+            optim="sgd",
+            learning_rate=1.0,
+            max_grad_norm=0.0,
+            warmup_steps=0,
+            lr_scheduler_type="constant",
+        )
+        trainer = RefinerTrainer(
+            model, args, critic=RecordingCritic(), train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+        )
+        trainer.get_train_dataloader = _unshuffled_loader(trainer)
+        trainer.train()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    torch.testing.assert_close(one_step(4, 1), one_step(2, 2), rtol=1e-4, atol=1e-5)
+
+
+def _unshuffled_loader(trainer):
+    from torch.utils.data import DataLoader
+
+    return lambda: DataLoader(
+        trainer.train_dataset, batch_size=trainer.args.per_device_train_batch_size, collate_fn=trainer.data_collator
+    )
+
+
+def test_long_prompts_are_counted_and_reported_once(tmp_path):
+    rows = code_rows(8, seed=0)
+    rows[0]["prompt"] = "word " * 200
+    tokenizer = tokenizer_for(rows)
+    model = build_tiny_model("causal", tokenizer, seed=0)
+    args = make_args(tmp_path, max_prompt_length=32, max_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = RefinerTrainer(
+            model, args, critic=RecordingCritic(), train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+        )
+        trainer.train()
+    messages = [str(w.message) for w in caught if "max_prompt_length" in str(w.message)]
+    assert any("1 of 8 prompts exceed max_prompt_length=32" in m for m in messages)
+    assert sum("This warning is shown once" in m for m in messages) == 1
+    assert max(e.get("truncated_prompts", 0) for e in trainer.state.log_history) > 0
+
+
+def test_model_card_names_refiner(tiny, tmp_path):
+    model, tokenizer, rows = tiny
+    args = make_args(tmp_path, max_steps=1)
+    trainer = RefinerTrainer(
+        model, args, critic=RecordingCritic(), train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    trainer.create_model_card(model_name="tiny-refiner")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "REFINER" in card and "2304.01904" in card and "refiner" in card
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"prompt": "a", "answer": "b"}], "no 'completion' column"),
+        ([{"prompt": "a", "completion": ""}], "row 0: 'completion' is empty"),
+        ([{"prompt": 3, "completion": "c"}, {"prompt": 4, "completion": "d"}], "row 0: 'prompt' must be a string"),
+        (
+            [{"prompt": "a", "completion": "b"}, {"prompt": None, "completion": "c"}],
+            "row 1: 'prompt' must be a string",
+        ),
+        ([], "train_dataset is empty"),
+    ],
+)
+def test_bad_datasets_are_refused_before_training(tmp_path, rows, message):
+    tokenizer = tokenizer_for(code_rows(4, seed=0))
+    model = build_tiny_model("causal", tokenizer)
+    with pytest.raises(DataError, match=message):
+        RefinerTrainer(
+            model,
+            make_args(tmp_path),
+            critic=RecordingCritic(),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+
+
+def test_a_critic_with_the_wrong_answer_count_is_named(tiny, tmp_path):
+    model, tokenizer, rows = tiny
+    critic = CallableCritic(lambda prompts, hypotheses, references: ["No error."])
+    trainer = RefinerTrainer(
+        model, make_args(tmp_path), critic=critic, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    with pytest.raises(CriticError, match=r"expected 4, got 1 \(global step 0, turn 0\)"):
+        trainer.train()
+
+
+def test_config_rejects_a_template_without_feedback(tmp_path):
+    with pytest.raises(ValueError, match="refine_template"):
+        make_args(tmp_path, refine_template="{prompt} {hypothesis}")
