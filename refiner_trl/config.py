@@ -11,6 +11,7 @@ from .templates import REFINE_TEMPLATE, check_template
 
 SELECTION_STRATEGIES = ("random", "first")
 TURN_AGGREGATIONS = ("mean", "sum")
+NONFINITE_LOSS_ACTIONS = ("raise", "skip")
 
 
 @dataclass
@@ -58,6 +59,13 @@ class RefinerConfig(TrainingArguments):
         turn_loss_aggregation (`str`, *optional*, defaults to `"mean"`):
             How the per-turn cross-entropies are combined: `"mean"` or `"sum"`. Each turn's loss is the mean over its
             completion tokens.
+        nonfinite_loss (`str`, *optional*, defaults to `"raise"`):
+            What a NaN or infinite training loss does: `"raise"` stops the run with a `FloatingPointError` naming the
+            global step, the micro-batch and the per-turn losses; `"skip"` gives that micro-batch a zero gradient for
+            every trainable weight (the optimizer still steps with the other micro-batches' gradients, and a stateful
+            optimizer such as AdamW still moves the weights by its momentum), counts it in the logs as
+            `skipped_batches`, and reports its loss as non-finite, which `logging_nan_inf_filter` then handles as
+            for any loss. Evaluation losses are reported as they are.
 
         > Parameters that control generation
 
@@ -109,6 +117,10 @@ class RefinerConfig(TrainingArguments):
         default="mean",
         metadata={"help": "How per-turn losses are combined.", "choices": list(TURN_AGGREGATIONS)},
     )
+    nonfinite_loss: str = field(
+        default="raise",
+        metadata={"help": "What a NaN or infinite training loss does.", "choices": list(NONFINITE_LOSS_ACTIONS)},
+    )
     max_new_tokens: int = field(default=64, metadata={"help": "Longest sampled hypothesis in tokens."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the exploration."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus-sampling mass of the exploration."})
@@ -131,6 +143,14 @@ class RefinerConfig(TrainingArguments):
             raise ValueError(
                 f"turn_loss_aggregation must be one of {TURN_AGGREGATIONS}, got {self.turn_loss_aggregation!r}"
             )
+        if self.nonfinite_loss not in NONFINITE_LOSS_ACTIONS:
+            raise ValueError(f"nonfinite_loss must be one of {NONFINITE_LOSS_ACTIONS}, got {self.nonfinite_loss!r}")
+        for name in ("max_prompt_length", "max_completion_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 or None, got {value}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if not 0 < self.top_p <= 1:

@@ -6,7 +6,7 @@ The critic's "nothing wrong" text is [`NO_ERROR`]; it is defined here and nowher
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .templates import CRITIC_INPUT_TEMPLATE, render_critic_input
 
@@ -40,6 +40,21 @@ class Critic(Protocol):
     def critique(
         self, prompts: Sequence[str], hypotheses: Sequence[str], references: Sequence[str] | None = None
     ) -> list[str]: ...
+
+
+@runtime_checkable
+class StatefulCritic(Critic, Protocol):
+    """A critic with state that a resumed training run must get back (a call counter, a seeded noise source, ...).
+
+    [`RefinerTrainer`] saves `state_dict()` as JSON in every checkpoint (`critic_state.json`, or
+    `critic_state_<process index>.json` with several processes) and passes it to `load_state_dict` when training
+    resumes from that checkpoint. So the state must be JSON data: dicts with string keys, lists, strings, numbers,
+    booleans and `None` (tuples come back as lists). Critics without these two methods are treated as stateless.
+    """
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def checked_critique(

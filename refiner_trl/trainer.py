@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import textwrap
 import time
 import warnings
@@ -14,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.base_trainer import _BaseTrainer
 
 from .config import RefinerConfig
-from .critics import Critic, checked_critique, is_no_error
+from .critics import Critic, CriticError, checked_critique, is_no_error
 from .data import (
     COMPLETION,
     LABEL_PAD,
@@ -191,6 +195,8 @@ class RefinerTrainer(_BaseTrainer):
         turn_prompts = self._explore(model, inputs[PROMPT], inputs[COMPLETION], mode)
         turn_losses = self._turn_losses(model, turn_prompts, inputs[COMPLETION], mode)
         loss = turn_losses.mean() if self.args.turn_loss_aggregation == "mean" else turn_losses.sum()
+        if mode == "train":
+            loss = self._check_finite(model, loss, turn_losses)
         self._compute_loss_time = time.perf_counter() - start
         return (loss, None) if return_outputs else loss
 
@@ -294,6 +300,27 @@ class RefinerTrainer(_BaseTrainer):
                 stacklevel=2,
             )
 
+    def _check_finite(self, model: torch.nn.Module, loss: torch.Tensor, turn_losses: torch.Tensor) -> torch.Tensor:
+        """Return a finite loss as it is; raise on a non-finite one, or skip it when `nonfinite_loss="skip"`."""
+        finite = bool(torch.isfinite(loss))
+        if self.args.nonfinite_loss == "skip":
+            self._metrics["train"]["skipped_batches"].append(float(not finite))
+        if finite:
+            return loss
+        step, micro = self._pick_position["train"]
+        where = f"global step {step}, micro-batch {micro}"
+        if self.args.nonfinite_loss == "raise":
+            raise FloatingPointError(
+                f"Non-finite training loss {loss.item()} at {where} (per-turn losses: {turn_losses.tolist()}); "
+                "set nonfinite_loss='skip' to skip such micro-batches instead"
+            )
+        warnings.warn(f"Skipping a micro-batch with a non-finite training loss at {where}.", stacklevel=2)
+        # Zero times every trainable weight: the backward reaches each weight (as DDP expects) with a zero gradient,
+        # where `loss * 0` would carry NaN back through the activations. The value stays the non-finite loss, which
+        # the Trainer's `logging_nan_inf_filter` keeps out of the logged loss as it does for any such loss.
+        zero = sum((p.sum() * 0.0 for p in model.parameters() if p.requires_grad), loss.new_zeros(()))
+        return loss.detach() + zero
+
     # ------------------------------------------------------------------------------------- hypothesis picks
 
     def _pick_generator(self, mode: str) -> torch.Generator:
@@ -332,19 +359,136 @@ class RefinerTrainer(_BaseTrainer):
         mode = "train" if self.model.training else "eval"
         names = sorted(self._metrics[mode])
         if names:
+            # Counts are summed over the logging window and the processes; everything else is averaged.
+            counted = [name in _COUNTS for name in names]
+            local = [np.sum if c else np.mean for c in counted]
             means = torch.tensor(
-                [float(np.mean(self._metrics[mode][n])) for n in names], device=self.accelerator.device
+                [float(f(self._metrics[mode][n])) for f, n in zip(local, names)], device=self.accelerator.device
             )
             means = self.accelerator.reduce(means, reduction="mean").tolist()
             prefix = "eval_" if mode == "eval" else ""
-            logs.update({f"{prefix}{name}": value for name, value in zip(names, means)})
+            logs.update(
+                {
+                    f"{prefix}{name}": value * self.accelerator.num_processes if c else value
+                    for name, value, c in zip(names, means, counted)
+                }
+            )
         super().log(logs, start_time)
         self._metrics[mode].clear()
+
+    # ------------------------------------------------------------------------------- checkpoints, resuming
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ) -> TrainOutput:
+        """As [`~transformers.Trainer.train`], with two additions for resuming.
+
+        `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint in `output_dir`, one whose
+        `trainer_state.json` (the file the Trainer writes last) is there and readable: a checkpoint cut short by a
+        kill while it was being written is skipped with a warning, and a path to one is refused. And the critic's
+        state is restored from the checkpoint when the critic has `load_state_dict` (see
+        [`~refiner_trl.critics.StatefulCritic`]).
+        """
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint to resume from in output_dir ({self.args.output_dir})")
+        elif resume_from_checkpoint is False:
+            resume_from_checkpoint = None
+        if resume_from_checkpoint is not None:
+            if not is_complete_checkpoint(resume_from_checkpoint):
+                raise ValueError(
+                    f"{resume_from_checkpoint} is not a complete checkpoint (no readable {TRAINER_STATE_NAME}, which "
+                    "is written last): it was probably cut short while being written. Resume from an earlier one, "
+                    "or pass resume_from_checkpoint=True for the newest complete one."
+                )
+            self._load_critic_state(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
         self.create_model_card(model_name=model_name.split("/")[-1])
+        # Before the Trainer's files, so that the checkpoint's trainer_state.json, written last, vouches for it too.
+        checkpoint = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._save_critic_state(checkpoint)
         super()._save_checkpoint(model, trial)
+
+    def _critic_state_file(self, checkpoint: str | Path) -> Path:
+        name = "critic_state.json" if self.args.world_size <= 1 else f"critic_state_{self.args.process_index}.json"
+        return Path(checkpoint) / name
+
+    def _save_critic_state(self, checkpoint: Path) -> None:
+        """Write the critic's `state_dict()` as JSON into `checkpoint`, atomically; stateless critics write nothing."""
+        if not callable(getattr(self.critic, "state_dict", None)):
+            return
+        where = f"{type(self.critic).__name__}.state_dict() at global step {self.state.global_step}"
+        try:
+            text = json.dumps(self.critic.state_dict(), allow_nan=False)
+        except Exception as error:
+            raise CriticError(f"{where} must return JSON data for the checkpoint: {error!r}") from error
+        path = self._critic_state_file(checkpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+
+    def _load_critic_state(self, checkpoint: str) -> None:
+        """Give the critic back the state saved in `checkpoint`, warning when the critic and checkpoint disagree."""
+        path = self._critic_state_file(checkpoint)
+        stateful = callable(getattr(self.critic, "load_state_dict", None))
+        if not path.is_file():
+            if stateful:
+                warnings.warn(
+                    f"{checkpoint} holds no {path.name}: the critic resumes with its current state.", stacklevel=3
+                )
+            return
+        if not stateful:
+            warnings.warn(
+                f"{checkpoint} holds a {path.name}, but the critic has no load_state_dict; it is ignored.",
+                stacklevel=3,
+            )
+            return
+        try:
+            self.critic.load_state_dict(json.loads(path.read_text(encoding="utf-8")))
+        except Exception as error:
+            raise CriticError(f"{type(self.critic).__name__}.load_state_dict failed on {path}: {error!r}") from error
+
+
+_COUNTS = frozenset({"skipped_batches"})
+"""Metrics that are counts, summed (not averaged) over a logging window and the processes."""
+
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a checkpoint folder whose `trainer_state.json`, written last by the Trainer, is readable."""
+    try:
+        json.loads((Path(path) / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete `checkpoint-<step>` folder in `output_dir`, warning about newer incomplete ones."""
+    folders = sorted(
+        (int(path.name.split("-")[1]), path)
+        for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if path.is_dir() and path.name.split("-")[1].isdigit()
+    )
+    skipped = []
+    for _, path in reversed(folders):
+        if is_complete_checkpoint(path):
+            if skipped:
+                warnings.warn(
+                    f"Skipping incomplete checkpoint(s) {', '.join(skipped)} (no readable {TRAINER_STATE_NAME}: "
+                    f"cut short while being written); resuming from {path.name}.",
+                    stacklevel=3,
+                )
+            return str(path)
+        skipped.append(path.name)
+    return None
 
 
 def _shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:

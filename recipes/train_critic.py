@@ -1,0 +1,116 @@
+"""Train a REFINER critic on automatic critic data, save it, and report how well it names held-out errors.
+
+The critic data comes with no human in the loop: `task.build_critic_dataset` perturbs gold completions and writes the
+feedback that names each error (or "No error." for the gold). Causal critics train with TRL's `SFTTrainer`
+(completion-only loss), encoder-decoders with transformers' `Seq2SeqTrainer` (see `refiner_trl.supervised`).
+
+Usage:
+
+```bash
+python recipes/train_critic.py --config recipes/critic_mwp_tiny.yaml
+python recipes/train_critic.py --config recipes/critic_mwp.yaml --max_steps 2000   # CLI overrides the YAML
+```
+
+Writes to `output_dir`: the critic and its tokenizer (load with `ModelCritic(output_dir)`), and `critic_eval.json`
+(exact match, "found no error", "named the right error", per-type accuracy, a few examples).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+from refiner_trl.critic_eval import evaluate_critic, format_critic_report
+from refiner_trl.critics import ModelCritic
+from refiner_trl.recipe_args import ModelArguments, TaskArguments
+from refiner_trl.supervised import SupervisedConfig, train_supervised
+
+
+@dataclass
+class CriticScriptArguments:
+    """
+    How the critic data is built and how the trained critic is evaluated.
+
+    Parameters:
+        negatives_per_example (`int`, *optional*, defaults to `2`):
+            Perturbed completions per gold row in the critic data (each gold row also gives one "No error." row).
+        critic_max_new_tokens (`int`, *optional*, defaults to `32`):
+            Longest feedback the critic writes when it is evaluated.
+        critic_batch_size (`int`, *optional*, defaults to `64`):
+            Inputs per `generate` call when it is evaluated.
+        num_examples_shown (`int`, *optional*, defaults to `8`):
+            Held-out examples (input end, gold feedback, predicted feedback) printed and saved.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Run modelling code from the model's repository when loading it by name.
+    """
+
+    negatives_per_example: int = field(default=2, metadata={"help": "Perturbed completions per gold row."})
+    critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback at evaluation."})
+    critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call at evaluation."})
+    num_examples_shown: int = field(default=8, metadata={"help": "Held-out examples printed and saved."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's code."})
+
+
+def main(
+    task_args: TaskArguments,
+    model_args: ModelArguments,
+    script_args: CriticScriptArguments,
+    training_args: SupervisedConfig,
+) -> dict:
+    """Build critic data, train, save, evaluate; return the evaluation (also written to `critic_eval.json`)."""
+    task, train_rows, eval_rows = task_args.load()
+    critic_train = task.build_critic_dataset(
+        train_rows, seed=task_args.data_seed, negatives_per_example=script_args.negatives_per_example
+    )
+    critic_eval = task.build_critic_dataset(
+        eval_rows, seed=task_args.data_seed + 1, negatives_per_example=script_args.negatives_per_example
+    )
+    print(f"critic data ({task.name}): {len(critic_train)} training rows, {len(critic_eval)} held-out rows")
+
+    texts = [f"{p} {c}" for p, c in zip(critic_train["prompt"], critic_train["completion"])]
+    model, tokenizer = model_args.load(texts, trust_remote_code=script_args.trust_remote_code, seed=training_args.seed)
+    eval_dataset = critic_eval if training_args.eval_strategy != "no" else None
+    trainer = train_supervised(model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset)
+    trainer.save_model(training_args.output_dir)
+    tokenizer.save_pretrained(training_args.output_dir)
+
+    critic = ModelCritic(
+        trainer.model,
+        tokenizer,
+        max_prompt_length=training_args.max_prompt_length or 512,
+        max_new_tokens=script_args.critic_max_new_tokens,
+        batch_size=script_args.critic_batch_size,
+    )
+    result = evaluate_critic(critic, task, critic_eval, return_predictions=True)
+    predictions = result.pop("predictions")
+    examples = [
+        {"input_end": row["prompt"][-160:], "gold": row["completion"], "predicted": predicted}
+        for row, predicted in zip(critic_eval.select(range(script_args.num_examples_shown)), predictions)
+    ]
+    print(f"\nheld-out critic evaluation ({len(critic_eval)} rows):\n{format_critic_report(result)}\n")
+    for example in examples:
+        print(f"  gold: {example['gold']!r}  predicted: {example['predicted']!r}")
+
+    report = {
+        "task": task.name,
+        "critic": str(Path(training_args.output_dir).resolve()),
+        "num_train_rows": len(critic_train),
+        **result,
+        "examples": examples,
+        "task_args": asdict(task_args),
+        "model_args": asdict(model_args),
+    }
+    path = Path(training_args.output_dir) / "critic_eval.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"\nsaved the critic and {path}")
+    return report
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = TrlParser((TaskArguments, ModelArguments, CriticScriptArguments, SupervisedConfig))
+    main(*parser.parse_args_and_config())

@@ -1,0 +1,157 @@
+"""How well a trained critic names the errors of held-out critic data (rows of `task.build_critic_dataset`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from datasets import Dataset
+
+from .critics import ModelCritic
+from .data import COMPLETION, PROMPT
+from .modeling import generate_texts
+from .tasks.base import Task
+
+NO_ERROR_TYPE = "no_error"
+"""The `feedback_type` of rows whose gold feedback is [`NO_ERROR`] (as `Task.feedback_type` names it)."""
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def predict_feedback(critic: ModelCritic, critic_prompts: Sequence[str]) -> list[str]:
+    """The critic's feedback on already-rendered critic inputs, greedy, in chunks of `critic.batch_size`.
+
+    [`ModelCritic.critique`] renders (prompt, hypothesis) itself; critic data rows hold the rendered input already, so
+    this calls [`generate_texts`] with the critic's own settings.
+
+    Args:
+        critic ([`ModelCritic`]):
+            The trained critic.
+        critic_prompts (`Sequence[str]`):
+            Rendered critic inputs, e.g. the `prompt` column of `task.build_critic_dataset(...)`.
+    """
+    prompts = list(critic_prompts)
+    feedback: list[str] = []
+    for start in range(0, len(prompts), critic.batch_size):
+        texts, _ = generate_texts(
+            critic.model,
+            critic.tokenizer,
+            prompts[start : start + critic.batch_size],
+            max_prompt_length=critic.max_prompt_length,
+            max_new_tokens=critic.max_new_tokens,
+            do_sample=False,
+        )
+        feedback.extend(texts)
+    return feedback
+
+
+def score_critic_predictions(
+    task: Task, predictions: Sequence[str], critic_rows: Dataset | Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """Compare a critic's feedback with the gold feedback of critic data rows.
+
+    Args:
+        task ([`Task`]):
+            Maps feedback texts to their type (`task.feedback_type`).
+        predictions (`Sequence[str]`):
+            The critic's feedback, one per row.
+        critic_rows (`Dataset` or `Sequence[dict]`):
+            Rows with `completion` (the gold feedback) and, optionally, `feedback_type` (else derived from
+            `completion`).
+
+    Returns:
+        `dict[str, Any]`:
+            - `exact_match`: share of rows whose feedback equals the gold one (whitespace collapsed);
+            - `no_error_accuracy`: on rows whose gold is "no error", the share the critic said "no error" for;
+            - `error_type_accuracy`: on rows with an error, the share whose predicted type is the gold type;
+            - `false_alarm_rate`: on "no error" rows, the share the critic named an error for;
+            - `type_accuracy`: per gold type, the share predicted with that type;
+            - `counts`: rows per gold type; `num_rows`: all rows.
+        Shares over no rows are `nan`.
+    """
+    rows = critic_rows.to_list() if isinstance(critic_rows, Dataset) else list(critic_rows)
+    if len(rows) != len(predictions):
+        raise ValueError(f"Got {len(predictions)} predictions for {len(rows)} critic rows.")
+    golds = [row[COMPLETION] for row in rows]
+    gold_types = [row.get("feedback_type") or task.feedback_type(gold) for row, gold in zip(rows, golds)]
+    predicted_types = [task.feedback_type(p) for p in predictions]
+
+    def share(hits: list[bool]) -> float:
+        return sum(hits) / len(hits) if hits else float("nan")
+
+    counts = Counter(gold_types)
+    error_rows = [i for i, kind in enumerate(gold_types) if kind != NO_ERROR_TYPE]
+    clean_rows = [i for i, kind in enumerate(gold_types) if kind == NO_ERROR_TYPE]
+    return {
+        "exact_match": share([_squash(p) == _squash(g) for p, g in zip(predictions, golds)]),
+        "no_error_accuracy": share([predicted_types[i] == NO_ERROR_TYPE for i in clean_rows]),
+        "error_type_accuracy": share([predicted_types[i] == gold_types[i] for i in error_rows]),
+        "false_alarm_rate": share([predicted_types[i] != NO_ERROR_TYPE for i in clean_rows]),
+        "type_accuracy": {
+            kind: share([predicted_types[i] == kind for i, g in enumerate(gold_types) if g == kind])
+            for kind in sorted(counts)
+        },
+        "counts": dict(sorted(counts.items())),
+        "num_rows": len(rows),
+    }
+
+
+def evaluate_critic(
+    critic: ModelCritic, task: Task, critic_rows: Dataset | Sequence[dict[str, Any]], return_predictions: bool = False
+) -> dict[str, Any]:
+    """Run a trained critic on held-out critic data and score its feedback with [`score_critic_predictions`].
+
+    Args:
+        critic ([`ModelCritic`]):
+            The trained critic (its `max_prompt_length`, `max_new_tokens` and `batch_size` are used).
+        task ([`Task`]):
+            The task the critic data comes from.
+        critic_rows (`Dataset` or `Sequence[dict]`):
+            Rows of `task.build_critic_dataset(...)`: `prompt` (the rendered critic input), `completion` (the gold
+            feedback), `feedback_type`.
+        return_predictions (`bool`, *optional*, defaults to `False`):
+            Also return the critic's feedback under `"predictions"`.
+
+    Returns:
+        `dict[str, Any]`: see [`score_critic_predictions`].
+
+    Example:
+
+    ```python
+    >>> rows = task.build_critic_dataset(task.synthetic(n=64, seed=1), seed=1)
+    >>> evaluate_critic(ModelCritic("critic-mwp"), task, rows)["error_type_accuracy"]
+    ```
+    """
+    rows = critic_rows.to_list() if isinstance(critic_rows, Dataset) else list(critic_rows)
+    predictions = predict_feedback(critic, [row[PROMPT] for row in rows])
+    result = score_critic_predictions(task, predictions, rows)
+    if return_predictions:
+        result["predictions"] = predictions
+    return result
+
+
+def format_critic_report(result: dict[str, Any]) -> str:
+    """A small markdown table of [`evaluate_critic`]'s result: the headline shares, then one row per gold type.
+
+    Args:
+        result (`dict[str, Any]`):
+            What [`evaluate_critic`] or [`score_critic_predictions`] returned.
+    """
+
+    def percent(value: float) -> str:
+        return "–" if value != value else f"{100 * value:.1f}"
+
+    lines = ["| measure | % | rows |", "|:---|---:|---:|"]
+    errors = result["num_rows"] - result["counts"].get(NO_ERROR_TYPE, 0)
+    lines.append(f"| exact match | {percent(result['exact_match'])} | {result['num_rows']} |")
+    lines.append(
+        f"| found no error (gold: no error) | {percent(result['no_error_accuracy'])} | "
+        f"{result['counts'].get(NO_ERROR_TYPE, 0)} |"
+    )
+    lines.append(f"| named the right error (gold: an error) | {percent(result['error_type_accuracy'])} | {errors} |")
+    for kind, accuracy in result["type_accuracy"].items():
+        lines.append(f"| type {kind} | {percent(accuracy)} | {result['counts'][kind]} |")
+    return "\n".join(lines)

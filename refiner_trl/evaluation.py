@@ -1,0 +1,413 @@
+"""Paper-style evaluation of refinement: the generator alone, with a trained critic, with the oracle (Tables 2 and 3).
+
+[`evaluate_refinement`] runs [`refine`] once per critic and scores the hypotheses after every turn with the task's
+metrics; [`write_report`] writes the table (`results.md`), the numbers (`results.json`) and a plot of the primary
+metric after each turn (`metric_by_turn.png`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from .critics import Critic
+from .data import COMPLETION, PROMPT
+from .generators import Generator, as_generator, checked_generate
+from .refine import RefinementTrace, refine, refine_metrics
+from .tasks.base import Task
+
+PAPER_METRICS: dict[str, tuple[str, ...]] = {
+    "mwp": ("equation_accuracy", "answer_accuracy"),
+    "snlr": ("inference_rule_accuracy", "consequent_accuracy"),
+    "moral_stories": ("norm_rougeL", "norm_bleu"),
+}
+"""The metrics of the paper's tables per task, the primary one (plotted, and the paper's headline) first."""
+
+GENERATOR_ALONE = "generator alone"
+
+
+def table_metrics(task: Task, scores: Mapping[str, float] | None = None) -> tuple[str, ...]:
+    """The metric columns of a task's table, the primary metric first.
+
+    Taken from the task's `table_metrics` attribute when it has one, else from [`PAPER_METRICS`], else every key of
+    `scores` (what `task.score` returned).
+
+    Args:
+        task ([`Task`]):
+            The task.
+        scores (`Mapping[str, float]`, *optional*):
+            One result of `task.score`, for tasks this module does not know.
+    """
+    names = getattr(task, "table_metrics", None) or PAPER_METRICS.get(task.name)
+    if names:
+        return tuple(names)
+    if not scores:
+        raise ValueError(f"No table metrics known for task {task.name!r}; pass the scores to read them from.")
+    return tuple(scores)
+
+
+def primary_metric(task: Task, scores: Mapping[str, float] | None = None) -> str:
+    """The task's headline metric (MWP `equation_accuracy`, sNLR `inference_rule_accuracy`, MS `norm_rougeL`).
+
+    Args:
+        task ([`Task`]):
+            The task; its `primary_metric` attribute wins when it has one.
+        scores (`Mapping[str, float]`, *optional*):
+            One result of `task.score`, for tasks this module does not know.
+    """
+    return getattr(task, "primary_metric", None) or table_metrics(task, scores)[0]
+
+
+def hypotheses_at_turn(traces: Sequence[RefinementTrace], turn: int) -> list[str]:
+    """Each example's hypothesis after `turn` refine turns: z_turn, or its last one if it stopped earlier.
+
+    Args:
+        traces (`Sequence[RefinementTrace]`):
+            What [`refine`] returned.
+        turn (`int`):
+            The turn, `0` for the hypotheses generated from the prompts alone.
+    """
+    if turn < 0:
+        raise ValueError(f"turn must be >= 0, got {turn}")
+    return [trace.hypotheses[min(turn, len(trace.hypotheses) - 1)] for trace in traces]
+
+
+def scores_by_turn(
+    score: Callable[[list[str]], dict[str, float]], traces: Sequence[RefinementTrace], max_turns: int
+) -> list[dict[str, float]]:
+    """Score the hypotheses after each turn 0..`max_turns` (see [`hypotheses_at_turn`]).
+
+    Args:
+        score (`Callable[[list[str]], dict[str, float]]`):
+            Metrics of one prediction per example, e.g. `lambda p: task.score(p, rows)`.
+        traces (`Sequence[RefinementTrace]`):
+            What [`refine`] returned.
+        max_turns (`int`):
+            The last turn to score.
+
+    Returns:
+        `list[dict[str, float]]`: `max_turns + 1` results of `score`; the last one scores the final hypotheses.
+    """
+    return [score(hypotheses_at_turn(traces, turn)) for turn in range(max_turns + 1)]
+
+
+@dataclass
+class CriticRun:
+    """The evaluation of one critic (or of the generator alone).
+
+    Args:
+        name (`str`):
+            The critic's key in the `critics` mapping given to [`evaluate_refinement`].
+        label (`str`):
+            Its row label: `"generator alone"` or `"+ {name} critic (T={max_turns})"`.
+        max_turns (`int`):
+            T, the most refine turns (`0` for the generator alone).
+        by_turn (`list[dict[str, float]]`):
+            The task's metrics after each turn 0..T; `by_turn[-1]` scores the final hypotheses.
+        refine (`dict[str, float]`):
+            [`refine_metrics`] of the traces: acceptance and number of refinements.
+        examples (`list[dict[str, Any]]`):
+            A few traces (prompt, hypotheses, feedback, reference) to read.
+    """
+
+    name: str
+    label: str
+    max_turns: int
+    by_turn: list[dict[str, float]]
+    refine: dict[str, float] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The task's metrics of the final hypotheses."""
+        return self.by_turn[-1]
+
+
+@dataclass
+class EvaluationResult:
+    """What [`evaluate_refinement`] measured, one [`CriticRun`] per critic in the order given.
+
+    Args:
+        task (`str`):
+            The task's name.
+        metrics (`tuple[str, ...]`):
+            The table's metric columns, primary first (see [`table_metrics`]).
+        primary_metric (`str`):
+            The plotted metric.
+        num_examples (`int`):
+            How many rows were evaluated.
+        runs (`list[CriticRun]`):
+            One per critic.
+    """
+
+    task: str
+    metrics: tuple[str, ...]
+    primary_metric: str
+    num_examples: int
+    runs: list[CriticRun]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN becomes `null`)."""
+        return _json_ready(asdict(self))
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+def run_label(name: str, critic: Critic | None, max_turns: int) -> str:
+    """The table row of a critic: `"generator alone"` for `None`, else `"+ {name} critic (T={max_turns})"`.
+
+    Args:
+        name (`str`):
+            The critic's short name, e.g. `"trained"` or `"oracle"`.
+        critic ([`Critic`] or `None`):
+            The critic; `None` for the generator alone.
+        max_turns (`int`):
+            T.
+    """
+    return GENERATOR_ALONE if critic is None else f"+ {name} critic (T={max_turns})"
+
+
+class _FirstTurnCache:
+    """Generate each dataset prompt once, so that every critic refines the same z_0 and z_0 is generated once.
+
+    Refine prompts are not cached: a sampling generator asked the same refine prompt again must be free to answer
+    otherwise.
+    """
+
+    def __init__(self, generator: Generator, prompts: Sequence[str]):
+        self.generator = generator
+        self.first_turn = set(prompts)
+        self.cache: dict[str, str] = {}
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        prompts = list(prompts)
+        if not all(p in self.first_turn for p in prompts):
+            return checked_generate(self.generator, prompts)
+        todo = list(dict.fromkeys(p for p in prompts if p not in self.cache))
+        if todo:
+            self.cache.update(zip(todo, checked_generate(self.generator, todo)))
+        return [self.cache[p] for p in prompts]
+
+
+def _never_called(prompts: list[str], hypotheses: list[str], references: list[str] | None) -> list[str]:
+    raise RuntimeError("the generator-alone run asks no critic")
+
+
+def evaluate_refinement(
+    task: Task,
+    generator: Generator | Callable[[list[str]], list[str]] | tuple[Any, Any],
+    rows: Dataset | Sequence[dict[str, Any]],
+    critics: Mapping[str, Critic | None],
+    max_turns: int | Mapping[str, int] = 3,
+    progress: bool = True,
+    num_examples_kept: int = 5,
+) -> EvaluationResult:
+    """Run [`refine`] with each critic and score the hypotheses after every turn with `task.score`.
+
+    The metric after turn t scores, for each example, its hypothesis z_t, or its last hypothesis when the critic
+    accepted an earlier one (see [`hypotheses_at_turn`]). A critic given as `None` is the generator alone (turn 0
+    only). The generator writes z_0 once per dataset prompt, so every critic refines the same z_0 and the
+    generator-alone row costs nothing more; the references (`completion`) go to the critics (the oracle needs them).
+
+    Args:
+        task ([`Task`]):
+            Scores the hypotheses (`task.score`) and names the metrics.
+        generator ([`Generator`], `Callable` or `tuple`):
+            Anything [`as_generator`] takes, e.g. a [`ModelGenerator`].
+        rows (`Dataset` or `Sequence[dict]`):
+            Evaluation rows with `prompt`, `completion` and the columns `task.score` needs.
+        critics (`Mapping[str, Critic | None]`):
+            Short name -> critic, in the table's order, e.g. `{"none": None, "trained": critic, "oracle":
+            task.oracle_critic()}` (see [`standard_critics`]).
+        max_turns (`int` or `Mapping[str, int]`, *optional*, defaults to `3`):
+            T for every critic, or per critic name (names left out get 3). Ignored for `None` critics.
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar over the critics, and [`refine`]'s bar over the turns.
+        num_examples_kept (`int`, *optional*, defaults to `5`):
+            How many traces per critic to keep in the result for reading.
+
+    Returns:
+        [`EvaluationResult`]: one [`CriticRun`] per critic, in the order of `critics`.
+    """
+    rows_list = rows.to_list() if isinstance(rows, Dataset) else list(rows)
+    prompts = [row[PROMPT] for row in rows_list]
+    references = [row[COMPLETION] for row in rows_list]
+    generator = _FirstTurnCache(as_generator(generator), prompts)
+
+    def score(predictions: list[str]) -> dict[str, float]:
+        return task.score(predictions, rows_list)
+
+    runs: list[CriticRun] = []
+    with tqdm(critics.items(), desc="evaluate", unit="critic", disable=not progress) as bar:
+        for name, critic in bar:
+            turns = 0 if critic is None else (max_turns if isinstance(max_turns, int) else max_turns.get(name, 3))
+            bar.set_postfix(critic=name, T=turns)
+            traces = refine(
+                generator,
+                _never_called if critic is None else critic,
+                prompts,
+                references=references,
+                max_turns=turns,
+                progress=progress,
+            )
+            runs.append(
+                CriticRun(
+                    name=name,
+                    label=run_label(name, critic, turns),
+                    max_turns=turns,
+                    by_turn=scores_by_turn(score, traces, turns),
+                    refine=refine_metrics(traces),
+                    examples=[
+                        {**asdict(trace), "reference": reference}
+                        for trace, reference in zip(traces[:num_examples_kept], references)
+                    ],
+                )
+            )
+    first = runs[0].final if runs else None
+    return EvaluationResult(
+        task=task.name,
+        metrics=table_metrics(task, first),
+        primary_metric=primary_metric(task, first),
+        num_examples=len(rows_list),
+        runs=runs,
+    )
+
+
+def standard_critics(task: Task, trained_critic: Critic | None = None) -> dict[str, Critic | None]:
+    """The paper's rows: the generator alone, the trained critic (when given), the oracle critic.
+
+    Args:
+        task ([`Task`]):
+            Gives the oracle critic.
+        trained_critic ([`Critic`], *optional*):
+            E.g. a [`ModelCritic`] loaded from `recipes/train_critic.py`'s output.
+
+    Returns:
+        `dict[str, Critic | None]`: `{"none": None, "trained": trained_critic, "oracle": task.oracle_critic()}`,
+        without `"trained"` when `trained_critic` is `None`.
+    """
+    critics: dict[str, Critic | None] = {"none": None}
+    if trained_critic is not None:
+        critics["trained"] = trained_critic
+    critics["oracle"] = task.oracle_critic()
+    return critics
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def format_table(result: EvaluationResult) -> str:
+    """The paper-style markdown table: one row per critic, one column per metric (in %, of the final hypotheses), and
+    the mean number of refine turns an example took.
+
+    Args:
+        result ([`EvaluationResult`]):
+            What [`evaluate_refinement`] returned.
+    """
+    header = ["", *result.metrics, "refinements / example"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
+    for run in result.runs:
+        refinements = "–" if run.max_turns == 0 else f"{run.refine.get('mean_refinements', 0.0):.2f}"
+        cells = [run.label, *(_percent(run.final.get(m)) for m in result.metrics), refinements]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_turn_table(result: EvaluationResult) -> str:
+    """A markdown table of the primary metric (in %) after each turn, one row per critic.
+
+    Args:
+        result ([`EvaluationResult`]):
+            What [`evaluate_refinement`] returned.
+    """
+    width = max((run.max_turns for run in result.runs), default=0) + 1
+    header = ["", *(f"turn {t}" for t in range(width))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", *["---:"] * width]) + "|"]
+    for run in result.runs:
+        cells = [_percent(run.by_turn[t].get(result.primary_metric)) if t < len(run.by_turn) else "" for t in range(width)]
+        lines.append("| " + " | ".join([run.label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def plot_metric_by_turn(result: EvaluationResult, path: str | Path, title: str | None = None) -> Path:
+    """Save a PNG of the primary metric (in %) after each turn, one line per critic.
+
+    The generator alone, which has turn 0 only, is drawn as a dashed horizontal line across the turns.
+
+    Args:
+        result ([`EvaluationResult`]):
+            What [`evaluate_refinement`] returned.
+        path (`str` or `Path`):
+            Where to write the PNG.
+        title (`str`, *optional*):
+            The plot's title; defaults to the task and metric.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = max((run.max_turns for run in result.runs), default=0)
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for run in result.runs:
+        values = [100 * scores.get(result.primary_metric, float("nan")) for scores in run.by_turn]
+        if run.max_turns == 0:
+            axes.plot([0, max(last, 1)], [values[0]] * 2, linestyle="--", color="grey", label=run.label)
+        else:
+            axes.plot(range(len(values)), values, marker="o", label=run.label)
+    axes.set_xlabel("refinement turn (0 = before any feedback)")
+    axes.set_ylabel(f"{result.primary_metric} (%)")
+    axes.set_xticks(range(max(last, 1) + 1))
+    axes.set_title(title or f"{result.task}: {result.primary_metric} after each turn (n={result.num_examples})")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def write_report(result: EvaluationResult, output_dir: str | Path, title: str | None = None) -> dict[str, Path]:
+    """Write `results.md` (the paper-style table and the per-turn table), `results.json` and `metric_by_turn.png`.
+
+    Args:
+        result ([`EvaluationResult`]):
+            What [`evaluate_refinement`] returned.
+        output_dir (`str` or `Path`):
+            The folder to write to (created if needed).
+        title (`str`, *optional*):
+            The report's heading and the plot's title; defaults to the task's name.
+
+    Returns:
+        `dict[str, Path]`: the paths under the keys `"markdown"`, `"json"` and `"plot"`.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    title = title or f"REFINER evaluation: {result.task}"
+    markdown = output_dir / "results.md"
+    markdown.write_text(
+        f"# {title}\n\n{result.num_examples} examples; metrics in %, of the final hypotheses.\n\n"
+        f"{format_table(result)}\n\n## {result.primary_metric} after each turn\n\n{format_turn_table(result)}\n",
+        encoding="utf-8",
+    )
+    data = output_dir / "results.json"
+    data.write_text(json.dumps({"title": title, **result.to_dict()}, indent=2) + "\n", encoding="utf-8")
+    plot = plot_metric_by_turn(result, output_dir / "metric_by_turn.png", title=title)
+    return {"markdown": markdown, "json": data, "plot": plot}

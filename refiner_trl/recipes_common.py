@@ -1,0 +1,445 @@
+"""The one code path behind the scripts in `recipes/`: parse a YAML recipe, load the task, train, save, evaluate.
+
+Every recipe parses its arguments with [`parse_recipe_args`]: TRL's `TrlParser` (`--config recipe.yaml`, command-line
+overrides), plus a check that names a misspelt key of the YAML file or the command line and suggests the closest
+known one. `recipes/train_{mwp,snlr,ms}.py` call [`run_refiner`]; `recipes/train_generator.py` calls
+[`run_generator`].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_type_hints
+
+import yaml
+from trl import TrlParser
+
+from .config import RefinerConfig
+from .critics import NO_ERROR
+from .data import COMPLETION, PROMPT
+from .recipe_args import CriticArguments, ModelArguments, TaskArguments
+from .supervised import SupervisedConfig
+from .templates import REFINE_TEMPLATE, render_refine_prompt
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+    from .tasks.base import Task
+
+# Keys that replace each other: one given on the command line drops the other one from the YAML file, so that
+# `--model_name_or_path outputs/generator` works with a recipe whose YAML builds a tiny model.
+EXCLUSIVE_KEYS = (("model_name_or_path", "tiny_architecture"),)
+
+
+@dataclass
+class EvaluationArguments:
+    """
+    What a recipe evaluates after training: the paper-style table of the task's metrics with and without a critic.
+
+    Parameters:
+        evaluate_after_training (`bool`, *optional*, defaults to `True`):
+            After saving the model, refine the evaluation rows with each critic, write `results.md`,
+            `results.json` and `metric_by_turn.png` into `output_dir` and print the table.
+        eval_critic (`str`, *optional*):
+            A critic saved by `recipes/train_critic.py`, for the table's "+ trained critic" row. Defaults to the
+            recipe's `critic` when that is a path.
+        eval_max_turns (`int`, *optional*, defaults to `3`):
+            The most refine turns T per example at evaluation (the paper's T=3).
+        eval_max_new_tokens (`int`, *optional*):
+            Longest generated text in tokens at evaluation. Defaults to the training arguments' `max_new_tokens`
+            when they have it (REFINER), else their `max_completion_length`.
+    """
+
+    evaluate_after_training: bool = field(
+        default=True, metadata={"help": "Evaluate with and without critics after training and print the table."}
+    )
+    eval_critic: str | None = field(
+        default=None, metadata={"help": "Trained critic for the '+ trained critic' row (default: `critic` if a path)."}
+    )
+    eval_max_turns: int = field(default=3, metadata={"help": "Most refine turns per example at evaluation."})
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Longest generated text at evaluation (default: max_new_tokens)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.eval_max_turns < 0:
+            raise ValueError(f"eval_max_turns must be at least 0, got {self.eval_max_turns}")
+
+
+REFINER_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, RefinerConfig)
+"""The dataclasses of `recipes/train_{mwp,snlr,ms}.py`, in the order [`parse_refiner_args`] returns them."""
+
+GENERATOR_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, SupervisedConfig)
+"""The dataclasses of `recipes/train_generator.py`; its critic arguments only load the table's trained critic."""
+
+
+# ------------------------------------------------------------------------------------------------------ parsing
+
+
+class RecipeParser(TrlParser):
+    """A [`~trl.TrlParser`] whose YAML defaults give way to exclusive keys set on the command line.
+
+    Args:
+        dataclass_types (`Sequence[type]`):
+            The argument dataclasses.
+        cli_keys (`set[str]`, *optional*):
+            The destinations set on the command line.
+    """
+
+    def __init__(self, dataclass_types: Sequence[type], cli_keys: set[str] | None = None):
+        super().__init__(dataclass_types)
+        self.cli_keys = cli_keys or set()
+
+    def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
+        for group in EXCLUSIVE_KEYS:
+            if self.cli_keys & set(group):
+                kwargs = {k: v for k, v in kwargs.items() if k not in set(group) - self.cli_keys}
+        return super().set_defaults_with_config(**kwargs)
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Return the `--config` path and the other arguments, accepting `--config path` and `--config=path`."""
+    for index, token in enumerate(argv):
+        if token == "--config":
+            if index + 1 >= len(argv):
+                raise ValueError("--config needs the path of a YAML file")
+            return argv[index + 1], argv[:index] + argv[index + 2 :]
+        if token.startswith("--config="):
+            return token.split("=", 1)[1], argv[:index] + argv[index + 1 :]
+    return None, argv
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """Read a YAML recipe with `yaml.safe_load`; it must hold a mapping.
+
+    Args:
+        path (`str`):
+            The YAML file.
+    """
+    with open(path, encoding="utf-8") as file:
+        config = yaml.safe_load(file)
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a YAML mapping of argument names to values, got {type(config).__name__}")
+    return config
+
+
+def _shared_fields(dataclass_types: Sequence[type]) -> dict[str, int]:
+    """Field names that several dataclasses have, mapped to the index of the last one that has it."""
+    owner: dict[str, int] = {}
+    shared: dict[str, int] = {}
+    for index, cls in enumerate(dataclass_types):
+        for f in dataclasses.fields(cls):
+            if f.init and f.name in owner:
+                shared[f.name] = index
+            owner[f.name] = index
+    return shared
+
+
+def _without(cls: type, names: set[str]) -> type:
+    """A copy of dataclass `cls` without the fields `names`, for the parser only."""
+    hints = get_type_hints(cls)
+    kept = [
+        (f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+        for f in dataclasses.fields(cls)
+        if f.init and f.name not in names
+    ]
+    return dataclasses.make_dataclass(cls.__name__, kept)
+
+
+def parse_recipe_args(
+    dataclass_types: Sequence[type], argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None
+) -> tuple[Any, ...]:
+    """Parse `--config recipe.yaml` and command-line overrides into the dataclasses, as TRL's scripts do.
+
+    This is [`~trl.TrlParser.parse_args_and_config`] with two additions. A key of the YAML file or an option of the
+    command line that no dataclass has raises a `ValueError` naming it, the file, and the closest known key (TRL
+    would name neither the file nor a suggestion, and argparse would take `--learning_rat` as `--learning_rate`).
+    And a field that several dataclasses share (`data_seed`, of [`TaskArguments`] and `TrainingArguments`) is
+    parsed once: the last dataclass gets it as parsed, the others get its value when it is set (not `None`).
+
+    Args:
+        dataclass_types (`Sequence[type]`):
+            The argument dataclasses, e.g. [`REFINER_ARGUMENTS`].
+        argv (`Sequence[str]`, *optional*):
+            The arguments; defaults to `sys.argv[1:]`.
+        defaults (`dict[str, Any]`, *optional*):
+            Defaults that replace the dataclasses' own; the YAML file and the command line still override them.
+
+    Returns:
+        `tuple`: one instance of each dataclass, in the order of `dataclass_types`.
+
+    Example:
+
+    ```python
+    >>> from refiner_trl.recipes_common import REFINER_ARGUMENTS, parse_recipe_args
+    >>> task, model, critic, evaluation, training = parse_recipe_args(
+    ...     REFINER_ARGUMENTS, ["--config", "recipes/ms_tiny.yaml", "--learning_rate", "1e-4"]
+    ... )
+    ```
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, cli = _split_config(argv)
+    shared = _shared_fields(dataclass_types)
+    parser_types = []
+    for index, cls in enumerate(dataclass_types):
+        dropped = {name for name, last in shared.items() if last != index} & {f.name for f in dataclasses.fields(cls)}
+        parser_types.append(_without(cls, dropped) if dropped else cls)
+    parser = RecipeParser(parser_types)
+
+    options = {s: a.dest for s, a in parser._option_string_actions.items()}
+    for token in cli:
+        name = token.split("=", 1)[0]
+        if name.startswith("--") and name not in options:
+            raise ValueError(f"unknown option {name!r}{_suggest(name, sorted(options))}")
+    parser.cli_keys = {options[t.split("=", 1)[0]] for t in cli if t.split("=", 1)[0] in options}
+
+    if config_path is not None:
+        known = sorted({a.dest for a in parser._actions if a.dest != "help"} | {"env"})
+        for key in read_config(config_path):
+            if key not in known:
+                raise ValueError(f"unknown key {key!r} in {config_path}{_suggest(str(key), known)}")
+    if defaults:
+        parser.set_defaults(**defaults)
+    parsed = parser.parse_args_and_config(cli if config_path is None else ["--config", config_path, *cli])
+
+    outputs = []
+    for i, (cls, obj) in enumerate(zip(dataclass_types, parsed)):
+        if type(obj) is not cls:
+            values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+            for name, last in shared.items():
+                if last != i and getattr(parsed[last], name) is not None:
+                    values[name] = getattr(parsed[last], name)
+            obj = cls(**values)
+        outputs.append(obj)
+    return tuple(outputs)
+
+
+def parse_refiner_args(task_name: str | None = None, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """Parse the arguments of a REFINER recipe ([`REFINER_ARGUMENTS`]) for the task the script trains.
+
+    Args:
+        task_name (`str`, *optional*):
+            The task the calling script trains; a `task` set to another one raises `ValueError`. `None`: any task.
+        argv (`Sequence[str]`, *optional*):
+            The arguments; defaults to `sys.argv[1:]`.
+
+    Returns:
+        `tuple`: `(TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, RefinerConfig)`.
+    """
+    parsed = parse_recipe_args(REFINER_ARGUMENTS, argv, defaults=None if task_name is None else {"task": task_name})
+    check_task(parsed[0], task_name)
+    return parsed
+
+
+def check_task(task_args: TaskArguments, task_name: str | None) -> None:
+    """Raise `ValueError` when `task_args.task` is not the task `task_name` the recipe trains."""
+    if task_name is not None and task_args.task != task_name:
+        raise ValueError(
+            f"This recipe trains the {task_name!r} task, but the arguments set task: {task_args.task!r}. "
+            f"Remove the `task` key, or run the recipe of the {task_args.task!r} task."
+        )
+
+
+# ---------------------------------------------------------------------------------------------- model & report
+
+
+def tokenizer_texts(task: Task, rows: Dataset, refine_template: str = REFINE_TEMPLATE) -> list[str]:
+    """The texts a tiny model's tokenizer is trained on: prompts, completions, and refine prompts with feedback.
+
+    Args:
+        task ([`Task`]):
+            The task, whose critic data gives its feedback texts.
+        rows (`Dataset`):
+            Prompt-completion rows.
+        refine_template (`str`, *optional*, defaults to [`REFINE_TEMPLATE`]):
+            The refine prompt the generator will read.
+    """
+    feedback = sorted(set(task.build_critic_dataset(rows, seed=0)[COMPLETION]) | {NO_ERROR})
+    texts = [f"{p} {c}" for p, c in zip(rows[PROMPT], rows[COMPLETION])]
+    # Repeated so that the template's words and every feedback text become tokens of their own.
+    return texts + [render_refine_prompt("", "", f, refine_template) for f in feedback] * 20
+
+
+def load_model(
+    model_args: ModelArguments, task: Task, rows: Dataset, args: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the model named by `model_args`, or build a tiny one whose tokenizer is trained on the task's texts.
+
+    Args:
+        model_args ([`ModelArguments`]):
+            The model to load or build.
+        task ([`Task`]):
+            The task (for the tiny tokenizer's feedback texts).
+        rows (`Dataset`):
+            The training rows (for the tiny tokenizer).
+        args (`TrainingArguments`):
+            `seed`, `trust_remote_code` and `refine_template` are read when present.
+    """
+    texts = (
+        []
+        if model_args.tiny_architecture is None
+        else tokenizer_texts(task, rows, getattr(args, "refine_template", REFINE_TEMPLATE))
+    )
+    return model_args.load(texts, trust_remote_code=getattr(args, "trust_remote_code", False), seed=args.seed)
+
+
+def evaluate_and_report(
+    trainer: Trainer,
+    task: Task,
+    rows: Dataset,
+    evaluation_args: EvaluationArguments,
+    critic_args: CriticArguments,
+    title: str,
+) -> Any:
+    """Refine `rows` with no critic, the oracle and (when given) a trained critic; write and print the table.
+
+    Runs on the main process only, after the model was saved to `trainer.args.output_dir`. A model that is
+    sharded (DeepSpeed) or replicated over processes is read back from there; a single-process model is used as is.
+
+    Args:
+        trainer (`Trainer`):
+            The trainer that trained and saved the model.
+        task ([`Task`]):
+            The task (metrics and oracle critic).
+        rows (`Dataset`):
+            The evaluation rows.
+        evaluation_args ([`EvaluationArguments`]):
+            Whether and how to evaluate.
+        critic_args ([`CriticArguments`]):
+            The recipe's critic; its `critic_*` settings also load the trained evaluation critic.
+        title (`str`):
+            The report's title.
+
+    Returns:
+        The result of `evaluate_refinement`, or `None` on other processes.
+    """
+    from .evaluation import evaluate_refinement, write_report
+    from .generators import ModelGenerator
+    from .modeling import load_model_and_tokenizer
+
+    if not trainer.accelerator.is_main_process:
+        return None
+    args = trainer.args
+    trust = getattr(args, "trust_remote_code", False)
+    if trainer.is_deepspeed_enabled or trainer.accelerator.num_processes > 1:
+        model, tokenizer = load_model_and_tokenizer(args.output_dir, trust_remote_code=trust)
+        model.to(trainer.accelerator.device)
+    else:
+        model, tokenizer = trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class
+    generator = ModelGenerator(
+        model,
+        tokenizer,
+        max_prompt_length=getattr(args, "max_prompt_length", None) or 512,
+        max_new_tokens=evaluation_args.eval_max_new_tokens
+        or getattr(args, "max_new_tokens", None)
+        or getattr(args, "max_completion_length", None)
+        or 64,
+        batch_size=args.per_device_eval_batch_size,
+    )
+    turns = evaluation_args.eval_max_turns
+    critics: dict[str, Any] = {"generator alone": None, f"+ oracle critic (T={turns})": task.oracle_critic()}
+    trained = evaluation_args.eval_critic or (None if critic_args.critic == "oracle" else critic_args.critic)
+    if trained is not None:
+        critic = dataclasses.replace(critic_args, critic=trained).build(task, trust_remote_code=trust)
+        critics[f"+ trained critic (T={turns})"] = critic
+    result = evaluate_refinement(task, generator, rows, critics, max_turns=turns, progress=True)
+    write_report(result, args.output_dir, title)
+    table = Path(args.output_dir) / "results.md"
+    print(f"\n{table.read_text(encoding='utf-8')}\nWritten to {args.output_dir}", flush=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- recipes
+
+
+def run_refiner(task_name: str | None = None, argv: Sequence[str] | None = None) -> Any:
+    """REFINER training for one task: parse the recipe, train the generator with a critic, save it, evaluate it.
+
+    This is the whole of `recipes/train_{mwp,snlr,ms}.py`, which differ only in `task_name`. It works as is under
+    `accelerate launch` (DDP, DeepSpeed ZeRO): only the main process writes the report and prints.
+
+    Args:
+        task_name (`str`, *optional*):
+            The task the recipe trains; `None` reads it from the arguments.
+        argv (`Sequence[str]`, *optional*):
+            The arguments; defaults to `sys.argv[1:]`.
+
+    Returns:
+        The evaluation result on the main process when `evaluate_after_training`, else `None`.
+    """
+    from transformers import set_seed
+
+    from .trainer import RefinerTrainer
+
+    task_args, model_args, critic_args, evaluation_args, args = parse_refiner_args(task_name, argv)
+    set_seed(args.seed)
+    task, train_rows, eval_rows = task_args.load()
+    model, tokenizer = load_model(model_args, task, train_rows, args)
+    critic = critic_args.build(task, trust_remote_code=args.trust_remote_code)
+    trainer = RefinerTrainer(
+        model,
+        args,
+        critic=critic,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows if args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+    )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    if not evaluation_args.evaluate_after_training:
+        return None
+    name = model_args.model_name_or_path or f"tiny {model_args.tiny_architecture}"
+    title = f"REFINER on {task.name} ({name}, {len(eval_rows)} evaluation rows)"
+    return evaluate_and_report(trainer, task, eval_rows, evaluation_args, critic_args, title)
+
+
+def run_generator(argv: Sequence[str] | None = None) -> Any:
+    """The paper's warm start: supervised training of the generator on prompt -> completion, with no critic.
+
+    Parses [`GENERATOR_ARGUMENTS`] (the critic arguments only set the trained critic of the evaluation table), trains
+    with [`train_supervised`] (SFT for causal models, Seq2Seq for encoder-decoders), saves the model and tokenizer to
+    `output_dir` for a REFINER recipe's `model_name_or_path`, and evaluates like [`run_refiner`].
+
+    Args:
+        argv (`Sequence[str]`, *optional*):
+            The arguments; defaults to `sys.argv[1:]`.
+
+    Returns:
+        The evaluation result on the main process when `evaluate_after_training`, else `None`.
+    """
+    from transformers import set_seed
+
+    from .supervised import train_supervised
+
+    task_args, model_args, critic_args, evaluation_args, args = parse_recipe_args(GENERATOR_ARGUMENTS, argv)
+    set_seed(args.seed)
+    task, train_rows, eval_rows = task_args.load()
+    model, tokenizer = load_model(model_args, task, train_rows, args)
+    trainer = train_supervised(
+        model,
+        tokenizer,
+        train_rows,
+        args,
+        eval_dataset=eval_rows if args.eval_strategy != "no" else None,
+        train=False,
+    )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    if not evaluation_args.evaluate_after_training:
+        return None
+    name = model_args.model_name_or_path or f"tiny {model_args.tiny_architecture}"
+    title = f"Warm-start generator on {task.name} ({name}, {len(eval_rows)} evaluation rows)"
+    return evaluate_and_report(trainer, task, eval_rows, evaluation_args, critic_args, title)

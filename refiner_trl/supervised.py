@@ -1,0 +1,285 @@
+"""Supervised prompt -> completion training with the ecosystem's own trainers (the warm start and the critic).
+
+Causal models train with TRL's [`~trl.SFTTrainer`] (`completion_only_loss=True`), encoder-decoders with transformers'
+[`~transformers.Seq2SeqTrainer`]. Both see the tokens of [`encode_prompt_completion`], the encoding that
+[`RefinerTrainer`] trains on and that generation reads: the prompt tokenized alone (its end kept when it is too long),
+then the completion tokenized alone, then EOS. Tokenizing `prompt + completion` as one string instead, as
+`SFTTrainer` does with raw text, can merge tokens across the boundary (`"Equation:" + "#0: ..."` -> `":#"`), and the
+model would then learn a context it never sees when it generates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import Dataset
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from .data import COMPLETION, LABEL_PAD, PROMPT, encode_prompt_completion, validate_prompt_completion
+from .modeling import is_encoder_decoder, prepare_tokenizer
+
+DEFAULT_MAX_PROMPT_LENGTH = 512
+DEFAULT_MAX_COMPLETION_LENGTH = 256
+
+
+@dataclass
+class SupervisedConfig(TrainingArguments):
+    r"""
+    Training arguments of [`train_supervised`]: [`~transformers.TrainingArguments`] and the two length limits.
+
+    Any `TrainingArguments` works with [`train_supervised`] ([`RefinerConfig`], [`~trl.SFTConfig`],
+    [`~transformers.Seq2SeqTrainingArguments`]); this class only adds the length limits so that recipes can set them
+    in their YAML file.
+
+    Parameters:
+        max_prompt_length (`int` or `None`, *optional*, defaults to `512`):
+            Longest prompt in tokens; longer prompts keep their last tokens.
+        max_completion_length (`int` or `None`, *optional*, defaults to `256`):
+            Longest completion in tokens, EOS included.
+    """
+
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    max_prompt_length: int | None = field(
+        default=DEFAULT_MAX_PROMPT_LENGTH, metadata={"help": "Longest prompt in tokens; longer prompts keep their end."}
+    )
+    max_completion_length: int | None = field(
+        default=DEFAULT_MAX_COMPLETION_LENGTH, metadata={"help": "Longest completion in tokens, EOS included."}
+    )
+
+
+def convert_args(args: TrainingArguments, target: type[TrainingArguments], **overrides: Any) -> TrainingArguments:
+    """Copy `args` into an instance of `target`, keeping the fields `target` has and dropping the others.
+
+    Args:
+        args (`TrainingArguments`):
+            Any training arguments, e.g. a [`RefinerConfig`].
+        target (`type[TrainingArguments]`):
+            The class to build, e.g. [`~trl.SFTConfig`] or [`~transformers.Seq2SeqTrainingArguments`].
+        **overrides:
+            Field values that replace the copied ones.
+
+    Returns:
+        `TrainingArguments`: an instance of `target`; fields `args` lacks keep `target`'s defaults.
+    """
+    values = args.to_dict()
+    for name in values:  # `to_dict` hides every `*_token` field; copy the real values.
+        if name.endswith("_token"):
+            values[name] = getattr(args, name)
+    wanted = {f.name for f in dataclasses.fields(target) if f.init}
+    return target(**{**{k: v for k, v in values.items() if k in wanted}, **overrides})
+
+
+def _limits(args: TrainingArguments, max_prompt_length: int | None, max_completion_length: int | None):
+    prompt = max_prompt_length or getattr(args, "max_prompt_length", DEFAULT_MAX_PROMPT_LENGTH)
+    completion = max_completion_length or getattr(args, "max_completion_length", DEFAULT_MAX_COMPLETION_LENGTH)
+    return prompt, completion
+
+
+def _warn_truncation(prompts: int, completions: int, name: str) -> None:
+    if prompts or completions:
+        warnings.warn(
+            f"{name}: {prompts} prompt(s) and {completions} completion(s) were cut to the length limits "
+            "(max_prompt_length keeps a prompt's end, max_completion_length a completion's start).",
+            stacklevel=3,
+        )
+
+
+def tokenize_for_sft(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_length: int | None,
+    max_completion_length: int | None,
+    name: str = "train_dataset",
+) -> Dataset:
+    """Pre-tokenize prompt-completion rows for [`~trl.SFTTrainer`] with [`encode_prompt_completion`] (causal models).
+
+    Args:
+        dataset (`Dataset`):
+            Rows with `prompt` and `completion` strings; other columns are dropped.
+        tokenizer (`PreTrainedTokenizerBase`):
+            The model's tokenizer.
+        max_prompt_length (`int` or `None`):
+            Longest prompt in tokens (its end is kept).
+        max_completion_length (`int` or `None`):
+            Longest completion in tokens, EOS included.
+        name (`str`, *optional*, defaults to `"train_dataset"`):
+            Named in the truncation warning.
+
+    Returns:
+        `Dataset`: columns `input_ids` (prompt, completion, EOS) and `completion_mask` (1 on completion tokens), the
+        pre-tokenized format `SFTTrainer` turns into labels when `completion_only_loss=True`.
+    """
+    cut = {"prompts": 0, "completions": 0}
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        encoded, truncation = encode_prompt_completion(
+            tokenizer, batch[PROMPT], batch[COMPLETION], max_prompt_length, max_completion_length, False
+        )
+        cut["prompts"] += truncation.prompts
+        cut["completions"] += truncation.completions
+        lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        return {
+            "input_ids": [ids[:n].tolist() for ids, n in zip(encoded["input_ids"], lengths)],
+            "completion_mask": [(labels[:n] != LABEL_PAD).long().tolist() for labels, n in zip(encoded["labels"], lengths)],
+        }
+
+    tokenized = dataset.map(encode, batched=True, remove_columns=dataset.column_names)
+    _warn_truncation(cut["prompts"], cut["completions"], name)
+    return tokenized
+
+
+class PromptCompletionCollator:
+    """Collate prompt-completion rows into an encoder-decoder batch with [`encode_prompt_completion`].
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            The model's tokenizer.
+        max_prompt_length (`int` or `None`):
+            Longest prompt in tokens (its end is kept).
+        max_completion_length (`int` or `None`):
+            Longest completion in tokens, EOS included.
+        is_encoder_decoder (`bool`, *optional*, defaults to `True`):
+            Passed to [`encode_prompt_completion`].
+
+    Attributes:
+        num_truncated_prompts (`int`): Prompts cut so far.
+        num_truncated_completions (`int`): Completions cut so far.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        max_prompt_length: int | None,
+        max_completion_length: int | None,
+        is_encoder_decoder: bool = True,
+    ):
+        self.tokenizer = tokenizer
+        self.max_prompt_length = max_prompt_length
+        self.max_completion_length = max_completion_length
+        self.is_encoder_decoder = is_encoder_decoder
+        self.num_truncated_prompts = 0
+        self.num_truncated_completions = 0
+        self._warned = False
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch, truncation = encode_prompt_completion(
+            self.tokenizer,
+            [f[PROMPT] for f in features],
+            [f[COMPLETION] for f in features],
+            self.max_prompt_length,
+            self.max_completion_length,
+            self.is_encoder_decoder,
+        )
+        self.num_truncated_prompts += truncation.prompts
+        self.num_truncated_completions += truncation.completions
+        if (truncation.prompts or truncation.completions) and not self._warned:
+            self._warned = True
+            _warn_truncation(truncation.prompts, truncation.completions, "a training batch")
+        return batch
+
+
+def train_supervised(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Dataset,
+    args: TrainingArguments,
+    eval_dataset: Dataset | None = None,
+    max_prompt_length: int | None = None,
+    max_completion_length: int | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+    train: bool = True,
+) -> Trainer:
+    """Train `model` on prompt -> completion pairs with the cross-entropy of the completion only.
+
+    Causal models: TRL's [`~trl.SFTTrainer`] with `completion_only_loss=True` on rows pre-tokenized by
+    [`tokenize_for_sft`]. Encoder-decoders: transformers' [`~transformers.Seq2SeqTrainer`] with a
+    [`PromptCompletionCollator`]. Either way the tokens are those of [`encode_prompt_completion`], as in
+    [`RefinerTrainer`]; nothing is downloaded and no chat template is used.
+
+    `args` may be any [`~transformers.TrainingArguments`]: [`SupervisedConfig`], [`RefinerConfig`] (e.g. the
+    REFINER run's own config, for the warm start), [`~trl.SFTConfig`] or [`~transformers.Seq2SeqTrainingArguments`].
+    It is copied into an `SFTConfig` or a `Seq2SeqTrainingArguments` with [`convert_args`]: the fields the target has
+    are kept, the others dropped; an `SFTConfig` given for a causal model is used as is. A copy from plain
+    `TrainingArguments` keeps their defaults (no bf16, no gradient checkpointing), not `SFTConfig`'s.
+
+    Args:
+        model (`PreTrainedModel`):
+            A causal or encoder-decoder LM; trained in place.
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer (given a pad token if it has none).
+        train_dataset (`Dataset`):
+            TRL's prompt-completion format: `prompt` and `completion` string columns (others are ignored).
+        args (`TrainingArguments`):
+            The training arguments, converted as described above.
+        eval_dataset (`Dataset`, *optional*):
+            Same format; evaluated for the completion loss when `args.eval_strategy` says so.
+        max_prompt_length (`int`, *optional*):
+            Longest prompt in tokens, its end kept. Defaults to `args.max_prompt_length` when `args` has it, else 512.
+        max_completion_length (`int`, *optional*):
+            Longest completion in tokens, EOS included. Defaults to `args.max_completion_length`, else 256.
+        callbacks (`list[TrainerCallback]`, *optional*):
+            Passed to the trainer.
+        train (`bool`, *optional*, defaults to `True`):
+            Call `trainer.train()` before returning; `False` only builds the trainer.
+
+    Returns:
+        `Trainer`: the `SFTTrainer` or `Seq2SeqTrainer`, trained; save with `trainer.save_model(output_dir)` (the
+        tokenizer is saved with it).
+
+    Example:
+
+    ```python
+    >>> from refiner_trl.supervised import SupervisedConfig, train_supervised
+    >>> trainer = train_supervised(model, tokenizer, critic_rows, SupervisedConfig("critic", max_steps=300))
+    >>> trainer.save_model("critic")
+    ```
+    """
+    prepare_tokenizer(tokenizer)
+    validate_prompt_completion(train_dataset, "train_dataset")
+    if eval_dataset is not None:
+        validate_prompt_completion(eval_dataset, "eval_dataset")
+    prompt_limit, completion_limit = _limits(args, max_prompt_length, max_completion_length)
+
+    if is_encoder_decoder(model):
+        seq2seq_args = convert_args(args, Seq2SeqTrainingArguments, remove_unused_columns=False)
+        trainer: Trainer = Seq2SeqTrainer(
+            model=model,
+            args=seq2seq_args,
+            data_collator=PromptCompletionCollator(tokenizer, prompt_limit, completion_limit),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        if isinstance(args, SFTConfig):
+            sft_args = args
+        else:
+            # Sequences are already cut to the limits; SFTTrainer's own `max_length` would cut completions instead.
+            sft_args = convert_args(args, SFTConfig, completion_only_loss=True, max_length=None)
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_args,
+            train_dataset=tokenize_for_sft(train_dataset, tokenizer, prompt_limit, completion_limit),
+            eval_dataset=None
+            if eval_dataset is None
+            else tokenize_for_sft(eval_dataset, tokenizer, prompt_limit, completion_limit, "eval_dataset"),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+    if train:
+        trainer.train()
+    return trainer

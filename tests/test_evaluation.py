@@ -1,0 +1,168 @@
+"""Paper-style evaluation: per-turn scoring, the report files, and `recipes/evaluate.py` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from refiner_trl.critics import NO_ERROR, CallableCritic
+from refiner_trl.evaluation import (
+    EvaluationResult,
+    evaluate_refinement,
+    format_table,
+    hypotheses_at_turn,
+    primary_metric,
+    scores_by_turn,
+    standard_critics,
+    table_metrics,
+    write_report,
+)
+from refiner_trl.modeling import build_tiny_model, train_tokenizer
+from refiner_trl.refine import RefinementTrace
+from refiner_trl.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+WRONG = "#0: add ( number0, number1 )"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two cores are shared by many processes here; more than one torch thread per process makes training crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_hypotheses_at_turn_keeps_the_last_hypothesis_of_examples_that_stopped():
+    traces = [
+        RefinementTrace("a", hypotheses=["a0"], feedback=[NO_ERROR]),
+        RefinementTrace("b", hypotheses=["b0", "b1"], feedback=["bad", NO_ERROR]),
+        RefinementTrace("c", hypotheses=["c0", "c1", "c2"], feedback=["bad", "bad"]),
+    ]
+    assert hypotheses_at_turn(traces, 0) == ["a0", "b0", "c0"]
+    assert hypotheses_at_turn(traces, 1) == ["a0", "b1", "c1"]
+    assert hypotheses_at_turn(traces, 5) == ["a0", "b1", "c2"]
+    by_turn = scores_by_turn(lambda p: {"ends_in_2": sum(h.endswith("2") for h in p) / len(p)}, traces, 2)
+    assert [s["ends_in_2"] for s in by_turn] == [0.0, 0.0, pytest.approx(1 / 3)]
+    with pytest.raises(ValueError):
+        hypotheses_at_turn(traces, -1)
+
+
+def test_evaluate_refinement_scores_each_turn_and_shares_turn_zero():
+    task = get_task("mwp")
+    rows = task.synthetic(n=12, seed=3)
+    rows = rows.filter(lambda row: row["completion"] != WRONG)
+    fixable = dict(zip(rows["prompt"][: len(rows) // 2], rows["completion"][: len(rows) // 2]))
+    calls: list[list[str]] = []
+
+    def generator(prompts: list[str]) -> list[str]:
+        """z_0 is wrong; a refine prompt gives the gold for the first half of the rows only."""
+        calls.append(list(prompts))
+        return [fixable.get(p.split("\nPrevious answer:")[0], WRONG) if "Previous answer:" in p else WRONG for p in prompts]
+
+    lazy = CallableCritic(lambda p, h, r: ["Something is wrong."] * len(h))  # never accepts
+    critics = {"none": None, "lazy": lazy, "oracle": task.oracle_critic()}
+    result = evaluate_refinement(task, generator, rows, critics, max_turns={"lazy": 2, "oracle": 3}, progress=False)
+
+    assert [run.label for run in result.runs] == [
+        "generator alone",
+        "+ lazy critic (T=2)",
+        "+ oracle critic (T=3)",
+    ]
+    assert [run.max_turns for run in result.runs] == [0, 2, 3]
+    half = (len(rows) // 2) / len(rows)
+    assert [s["equation_accuracy"] for s in result.runs[0].by_turn] == [0.0]
+    assert [s["equation_accuracy"] for s in result.runs[1].by_turn] == [0.0, half, half]
+    assert [s["equation_accuracy"] for s in result.runs[2].by_turn] == [0.0, half, half, half]
+    # The oracle stops the fixed rows, so only the others are refined again; the lazy critic refines all rows twice.
+    assert result.runs[2].refine["accepted"] == half
+    assert result.runs[1].refine["mean_refinements"] == 2
+    # z_0 is generated once for all three rows of the table.
+    first_turn_calls = [c for c in calls if not any("Previous answer:" in p for p in c)]
+    assert len(first_turn_calls) == 1 and sorted(first_turn_calls[0]) == sorted(rows["prompt"])
+    assert result.metrics == ("equation_accuracy", "answer_accuracy")
+    assert result.primary_metric == "equation_accuracy" == primary_metric(task)
+
+
+def test_table_metrics_per_task_and_fallback():
+    assert table_metrics(get_task("snlr"))[0] == "inference_rule_accuracy"
+    assert table_metrics(get_task("moral_stories"))[0] == "norm_rougeL"
+
+    class Unknown:
+        name = "unknown"
+
+    assert table_metrics(Unknown(), {"f1": 0.5, "em": 0.2}) == ("f1", "em")
+    with pytest.raises(ValueError):
+        table_metrics(Unknown())
+
+
+def test_write_report_files(tmp_path):
+    task = get_task("mwp")
+    rows = task.synthetic(n=6, seed=4)
+    result = evaluate_refinement(
+        task, lambda prompts: [WRONG] * len(prompts), rows, standard_critics(task), max_turns=2, progress=False
+    )
+    paths = write_report(result, tmp_path / "report", title="Tiny MWP")
+    markdown = paths["markdown"].read_text()
+    assert "| generator alone |" in markdown and "| + oracle critic (T=2) |" in markdown
+    assert "equation_accuracy" in markdown and "answer_accuracy" in markdown
+    data = json.loads(paths["json"].read_text())
+    assert data["title"] == "Tiny MWP" and [run["name"] for run in data["runs"]] == ["none", "oracle"]
+    assert len(data["runs"][1]["by_turn"]) == 3
+    assert paths["plot"].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_format_table_shows_nan_as_dash():
+    from refiner_trl.evaluation import CriticRun
+
+    run = CriticRun("none", "generator alone", 0, [{"equation_accuracy": 0.5, "answer_accuracy": math.nan}])
+    result = EvaluationResult("mwp", ("equation_accuracy", "answer_accuracy"), "equation_accuracy", 2, [run])
+    assert "| generator alone | 50.0 | – | – |" in format_table(result)
+    assert result.to_dict()["runs"][0]["by_turn"][0]["answer_accuracy"] is None
+
+
+def save_tiny(path: Path, texts: list[str], seed: int) -> str:
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    build_tiny_model("seq2seq", tokenizer, hidden_size=32, num_layers=1, seed=seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_evaluate_recipe_writes_table_json_and_png(tmp_path):
+    task = get_task("mwp")
+    rows = task.synthetic(n=64, seed=0)
+    texts = [f"{p} {c}" for p, c in zip(rows["prompt"], rows["completion"])]
+    generator = save_tiny(tmp_path / "generator", texts + ["Previous answer: Feedback: Refined answer:"] * 5, 0)
+    critic = save_tiny(tmp_path / "critic", texts + ["Hypothesis: Feedback: No error."] * 5, 1)
+    config = tmp_path / "evaluate.yaml"
+    config.write_text(
+        "task: mwp\nsynthetic_train_size: 1\nsynthetic_eval_size: 6\n"
+        f"generator: {generator}\ncritic: {critic}\ncritic_max_new_tokens: 8\nmax_new_tokens: 12\n"
+        f"output_dir: {tmp_path / 'out'}\nmax_turns: 2\nprogress: false\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "recipes/evaluate.py", "--config", str(config), "--oracle_max_turns", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = tmp_path / "out"
+    markdown = (out / "results.md").read_text()
+    for row in ("| generator alone |", "| + trained critic (T=2) |", "| + oracle critic (T=3) |"):
+        assert row in markdown and row in completed.stdout
+    assert "| equation_accuracy | answer_accuracy |" in markdown.replace("|  | ", "| ")
+    data = json.loads((out / "results.json").read_text())
+    assert [len(run["by_turn"]) for run in data["runs"]] == [1, 3, 4]
+    assert (out / "metric_by_turn.png").read_bytes()[:8] == PNG_MAGIC
