@@ -1,4 +1,4 @@
-"""Evaluate a generator alone, with a trained critic and with the oracle critic, in the shape of the paper's Tables 2-3.
+"""Evaluate a generator alone, with a trained critic and with the oracle critic, as in the paper's Tables 2-3.
 
 Usage:
 
@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from trl import TrlParser
+import torch
 
 from refiner_trl.evaluation import evaluate_refinement, format_table, standard_critics, write_report
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.recipe_args import CriticArguments, TaskArguments
+from refiner_trl.recipes_common import parse_recipe_args
 
 
 @dataclass
@@ -52,6 +53,9 @@ class EvaluateArguments:
             Show progress bars.
         trust_remote_code (`bool`, *optional*, defaults to `False`):
             Run modelling code from the models' repositories when loading them by name.
+        torch_num_threads (`int`, *optional*):
+            `torch.set_num_threads` for the run. Unset: torch's default (all cores). `1` is much faster for tiny
+            models on a CPU that other processes share.
     """
 
     generator: str = field(metadata={"help": "Generator: Hub id or saved folder."})
@@ -65,10 +69,17 @@ class EvaluateArguments:
     title: str | None = field(default=None, metadata={"help": "Report heading and plot title."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repositories' code."})
+    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the run."})
+
+
+EVALUATE_ARGUMENTS = (TaskArguments, CriticArguments, EvaluateArguments)
+"""The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
 def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: EvaluateArguments) -> dict:
     """Load the generator and critics, evaluate, print the table and write the report; return the report's paths."""
+    if eval_args.torch_num_threads is not None:
+        torch.set_num_threads(eval_args.torch_num_threads)
     task, _, rows = task_args.load()
     generator = ModelGenerator(
         eval_args.generator,
@@ -99,5 +110,4 @@ def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: Eval
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = TrlParser((TaskArguments, CriticArguments, EvaluateArguments))
-    main(*parser.parse_args_and_config())
+    main(*parse_recipe_args(EVALUATE_ARGUMENTS))

@@ -22,11 +22,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trl import TrlParser
+import torch
 
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
 from refiner_trl.critics import ModelCritic
+from refiner_trl.evaluation import json_ready
 from refiner_trl.recipe_args import ModelArguments, TaskArguments
+from refiner_trl.recipes_common import parse_recipe_args
 from refiner_trl.supervised import SupervisedConfig, train_supervised
 
 
@@ -46,6 +48,9 @@ class CriticScriptArguments:
             Held-out examples (input end, gold feedback, predicted feedback) printed and saved.
         trust_remote_code (`bool`, *optional*, defaults to `False`):
             Run modelling code from the model's repository when loading it by name.
+        torch_num_threads (`int`, *optional*):
+            `torch.set_num_threads` for the run. Unset: torch's default (all cores). `1` is much faster for tiny
+            models on a CPU that other processes share.
     """
 
     negatives_per_example: int = field(default=2, metadata={"help": "Perturbed completions per gold row."})
@@ -53,6 +58,11 @@ class CriticScriptArguments:
     critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call at evaluation."})
     num_examples_shown: int = field(default=8, metadata={"help": "Held-out examples printed and saved."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's code."})
+    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the run."})
+
+
+CRITIC_ARGUMENTS = (TaskArguments, ModelArguments, CriticScriptArguments, SupervisedConfig)
+"""The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
 def main(
@@ -61,7 +71,13 @@ def main(
     script_args: CriticScriptArguments,
     training_args: SupervisedConfig,
 ) -> dict:
-    """Build critic data, train, save, evaluate; return the evaluation (also written to `critic_eval.json`)."""
+    """Build critic data, train, save, evaluate; return the evaluation (also written to `critic_eval.json`).
+
+    Under `accelerate launch` every process trains; the main process alone evaluates and writes the report (the
+    others return `{}`).
+    """
+    if script_args.torch_num_threads is not None:
+        torch.set_num_threads(script_args.torch_num_threads)
     task, train_rows, eval_rows = task_args.load()
     critic_train = task.build_critic_dataset(
         train_rows, seed=task_args.data_seed, negatives_per_example=script_args.negatives_per_example
@@ -75,8 +91,9 @@ def main(
     model, tokenizer = model_args.load(texts, trust_remote_code=script_args.trust_remote_code, seed=training_args.seed)
     eval_dataset = critic_eval if training_args.eval_strategy != "no" else None
     trainer = train_supervised(model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset)
-    trainer.save_model(training_args.output_dir)
-    tokenizer.save_pretrained(training_args.output_dir)
+    trainer.save_model(training_args.output_dir)  # with the tokenizer; collective under DeepSpeed ZeRO-3
+    if not trainer.is_world_process_zero():
+        return {}
 
     critic = ModelCritic(
         trainer.model,
@@ -89,7 +106,9 @@ def main(
     predictions = result.pop("predictions")
     examples = [
         {"input_end": row["prompt"][-160:], "gold": row["completion"], "predicted": predicted}
-        for row, predicted in zip(critic_eval.select(range(script_args.num_examples_shown)), predictions)
+        for row, predicted in zip(
+            critic_eval.select(range(min(script_args.num_examples_shown, len(critic_eval)))), predictions
+        )
     ]
     print(f"\nheld-out critic evaluation ({len(critic_eval)} rows):\n{format_critic_report(result)}\n")
     for example in examples:
@@ -105,12 +124,11 @@ def main(
         "model_args": asdict(model_args),
     }
     path = Path(training_args.output_dir) / "critic_eval.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(json_ready(report), indent=2, default=str) + "\n", encoding="utf-8")
     print(f"\nsaved the critic and {path}")
     return report
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = TrlParser((TaskArguments, ModelArguments, CriticScriptArguments, SupervisedConfig))
-    main(*parser.parse_args_and_config())
+    main(*parse_recipe_args(CRITIC_ARGUMENTS))

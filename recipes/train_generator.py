@@ -12,18 +12,13 @@ rows are then refined without a critic and with the oracle, and the table is pri
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from refiner_trl.recipes_common import GENERATOR_ARGUMENTS, parse_recipe_args, run_generator
-
-
-def parse_args(argv: Sequence[str] | None = None) -> tuple[Any, ...]:
-    """Parse `--config file.yaml` and overrides into (task, model, critic, evaluation, training) arguments."""
-    return parse_recipe_args(GENERATOR_ARGUMENTS, argv)
+from refiner_trl.evaluation import EvaluationResult
+from refiner_trl.recipes_common import run_generator
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
-    """Train, save and evaluate; returns the evaluation result (main process)."""
+def main(argv: Sequence[str] | None = None) -> EvaluationResult | None:
+    """Train, save and evaluate; returns the evaluation result on the main process."""
     return run_generator(argv)
 
 

@@ -11,20 +11,15 @@ to `output_dir`, then refines the evaluation rows without a critic and with each
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from refiner_trl.recipes_common import parse_refiner_args, run_refiner
+from refiner_trl.evaluation import EvaluationResult
+from refiner_trl.recipes_common import run_refiner
 
 TASK = "mwp"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[Any, ...]:
-    """Parse `--config file.yaml` and overrides into (task, model, critic, evaluation, `RefinerConfig`) arguments."""
-    return parse_refiner_args(TASK, argv)
-
-
-def main(argv: Sequence[str] | None = None) -> Any:
-    """Train, save and evaluate; returns the evaluation result (main process)."""
+def main(argv: Sequence[str] | None = None) -> EvaluationResult | None:
+    """Train, save and evaluate; returns the evaluation result on the main process."""
     return run_refiner(TASK, argv)
 
 

@@ -61,11 +61,9 @@ class RefinerConfig(TrainingArguments):
             completion tokens.
         nonfinite_loss (`str`, *optional*, defaults to `"raise"`):
             What a NaN or infinite training loss does: `"raise"` stops the run with a `FloatingPointError` naming the
-            global step, the micro-batch and the per-turn losses; `"skip"` gives that micro-batch a zero gradient for
-            every trainable weight (the optimizer still steps with the other micro-batches' gradients, and a stateful
-            optimizer such as AdamW still moves the weights by its momentum), counts it in the logs as
-            `skipped_batches`, and reports its loss as non-finite, which `logging_nan_inf_filter` then handles as
-            for any loss. Evaluation losses are reported as they are.
+            global step, the micro-batch and the per-turn losses; `"skip"` gives that micro-batch a zero gradient (the
+            optimizer still steps, so AdamW's momentum still moves the weights) and counts it in the logs as
+            `skipped_batches`. Evaluation losses are reported as they are.
 
         > Parameters that control generation
 

@@ -10,7 +10,6 @@ from datasets import Dataset
 
 from .critics import ModelCritic
 from .data import COMPLETION, PROMPT
-from .modeling import generate_texts
 from .tasks.base import Task
 
 NO_ERROR_TYPE = "no_error"
@@ -22,10 +21,10 @@ def _squash(text: str) -> str:
 
 
 def predict_feedback(critic: ModelCritic, critic_prompts: Sequence[str]) -> list[str]:
-    """The critic's feedback on already-rendered critic inputs, greedy, in chunks of `critic.batch_size`.
+    """The critic's feedback on already-rendered critic inputs, greedy, in chunks of the critic's batch size.
 
     [`ModelCritic.critique`] renders (prompt, hypothesis) itself; critic data rows hold the rendered input already, so
-    this calls [`generate_texts`] with the critic's own settings.
+    this calls [`ModelCritic.critique_rendered`].
 
     Args:
         critic ([`ModelCritic`]):
@@ -33,19 +32,7 @@ def predict_feedback(critic: ModelCritic, critic_prompts: Sequence[str]) -> list
         critic_prompts (`Sequence[str]`):
             Rendered critic inputs, e.g. the `prompt` column of `task.build_critic_dataset(...)`.
     """
-    prompts = list(critic_prompts)
-    feedback: list[str] = []
-    for start in range(0, len(prompts), critic.batch_size):
-        texts, _ = generate_texts(
-            critic.model,
-            critic.tokenizer,
-            prompts[start : start + critic.batch_size],
-            max_prompt_length=critic.max_prompt_length,
-            max_new_tokens=critic.max_new_tokens,
-            do_sample=False,
-        )
-        feedback.extend(texts)
-    return feedback
+    return critic.critique_rendered(critic_prompts)
 
 
 def score_critic_predictions(

@@ -144,35 +144,34 @@ class ModelCritic:
         template: str = CRITIC_INPUT_TEMPLATE,
         trust_remote_code: bool = False,
     ):
-        from .modeling import load_model_and_tokenizer
+        from .generators import ModelGenerator
 
-        if isinstance(model, str):
-            model, loaded_tokenizer = load_model_and_tokenizer(model, trust_remote_code=trust_remote_code)
-            tokenizer = tokenizer or loaded_tokenizer
-        if tokenizer is None:
-            raise ValueError("ModelCritic needs `tokenizer` when `model` is a model object.")
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.max_prompt_length = max_prompt_length
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
+        # One greedy generator serves the critic: loading by name, batching and truncation live there.
+        self.generator = ModelGenerator(
+            model,
+            tokenizer,
+            max_prompt_length=max_prompt_length,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+        )
         self.template = template
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The critic model."""
+        return self.generator.model
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The critic's tokenizer."""
+        return self.generator.tokenizer
 
     def critique(
         self, prompts: Sequence[str], hypotheses: Sequence[str], references: Sequence[str] | None = None
     ) -> list[str]:
-        from .modeling import generate_texts
+        return self.critique_rendered([render_critic_input(p, h, self.template) for p, h in zip(prompts, hypotheses)])
 
-        inputs = [render_critic_input(p, h, self.template) for p, h in zip(prompts, hypotheses)]
-        feedback: list[str] = []
-        for start in range(0, len(inputs), self.batch_size):
-            texts, _ = generate_texts(
-                self.model,
-                self.tokenizer,
-                inputs[start : start + self.batch_size],
-                max_prompt_length=self.max_prompt_length,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-            )
-            feedback.extend(texts)
-        return feedback
+    def critique_rendered(self, critic_inputs: Sequence[str]) -> list[str]:
+        """Feedback on critic inputs already rendered with the template (e.g. rows of critic training data)."""
+        return self.generator.generate(critic_inputs)

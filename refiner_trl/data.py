@@ -133,6 +133,22 @@ def _truncate_prompts(ids: list[list[int]], max_length: int | None) -> tuple[lis
     return [s[-max_length:] for s in ids], sum(len(s) > max_length for s in ids)
 
 
+def count_truncation(
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_prompt_length: int | None,
+    max_completion_length: int | None,
+) -> Truncation:
+    """How many prompts and completions [`encode_prompt_completion`] would cut, without building any tensor."""
+    prompt_lengths = [len(s) for s in _tokenize(tokenizer, prompts, special=True)]
+    completion_lengths = [len(s) + 1 for s in _tokenize(tokenizer, completions, special=False)]  # + EOS
+    return Truncation(
+        prompts=0 if max_prompt_length is None else sum(n > max_prompt_length for n in prompt_lengths),
+        completions=0 if max_completion_length is None else sum(n > max_completion_length for n in completion_lengths),
+    )
+
+
 def encode_prompts(
     tokenizer, prompts: Sequence[str], max_length: int | None, is_encoder_decoder: bool
 ) -> tuple[dict[str, torch.Tensor], int]:

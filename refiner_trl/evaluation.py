@@ -155,16 +155,22 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN becomes `null`)."""
-        return _json_ready(asdict(self))
+        return json_ready(asdict(self))
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """`value` with NaN floats replaced by `None`, recursively, so that `json.dumps` writes valid JSON.
+
+    Args:
+        value (`Any`):
+            Dicts, lists, tuples (written as lists), floats and other JSON data.
+    """
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
+        return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
+        return [json_ready(item) for item in value]
     return value
 
 
@@ -340,7 +346,9 @@ def format_turn_table(result: EvaluationResult) -> str:
     header = ["", *(f"turn {t}" for t in range(width))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", *["---:"] * width]) + "|"]
     for run in result.runs:
-        cells = [_percent(run.by_turn[t].get(result.primary_metric)) if t < len(run.by_turn) else "" for t in range(width)]
+        cells = [
+            _percent(run.by_turn[t].get(result.primary_metric)) if t < len(run.by_turn) else "" for t in range(width)
+        ]
         lines.append("| " + " | ".join([run.label, *cells]) + " |")
     return "\n".join(lines)
 
@@ -365,15 +373,21 @@ def plot_metric_by_turn(result: EvaluationResult, path: str | Path, title: str |
 
     last = max((run.max_turns for run in result.runs), default=0)
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    plotted: list[float] = []
     for run in result.runs:
         values = [100 * scores.get(result.primary_metric, float("nan")) for scores in run.by_turn]
+        plotted.extend(v for v in values if not math.isnan(v))
         if run.max_turns == 0:
-            axes.plot([0, max(last, 1)], [values[0]] * 2, linestyle="--", color="grey", label=run.label)
+            axes.plot([0, max(last, 1)], [values[0]] * 2, "--", color="black", label=run.label, zorder=3)
         else:
             axes.plot(range(len(values)), values, marker="o", label=run.label)
     axes.set_xlabel("refinement turn (0 = before any feedback)")
     axes.set_ylabel(f"{result.primary_metric} (%)")
     axes.set_xticks(range(max(last, 1) + 1))
+    if plotted:  # at least 10 points of range, so that a small difference does not fill the plot
+        low, high = min(plotted), max(plotted)
+        pad = max(5.0, (10.0 - (high - low)) / 2)
+        axes.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
     axes.set_title(title or f"{result.task}: {result.primary_metric} after each turn (n={result.num_examples})")
     axes.grid(alpha=0.3)
     axes.legend(loc="best")

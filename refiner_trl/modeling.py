@@ -82,10 +82,13 @@ def build_tiny_model(
     num_heads: int = 4,
     max_positions: int = 1024,
     seed: int = 0,
+    initializer_range: float = 0.02,
 ) -> PreTrainedModel:
     """Build a small model with random weights from a config: T5-style (`"seq2seq"`) or Llama-style (`"causal"`).
 
     Used for offline smoke runs, tests and benchmarks: nothing is downloaded. No dropout: tiny models train briefly.
+    A larger `initializer_range` (the standard deviation of the initial weights; T5's `initializer_factor` is set in
+    proportion) makes attention patterns such as copying emerge sooner in such small models.
     """
     torch.manual_seed(seed)
     ids = {
@@ -104,6 +107,7 @@ def build_tiny_model(
             decoder_start_token_id=tokenizer.pad_token_id,
             feed_forward_proj="relu",
             dropout_rate=0.0,
+            initializer_factor=initializer_range / 0.02,
             tie_word_embeddings=True,
             **ids,
         )
@@ -118,6 +122,7 @@ def build_tiny_model(
             max_position_embeddings=max_positions,
             bos_token_id=tokenizer.bos_token_id,
             tie_word_embeddings=True,
+            initializer_range=initializer_range,
             **ids,
         )
         return AutoModelForCausalLM.from_config(config)

@@ -13,14 +13,13 @@ import difflib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
 
 import yaml
 from trl import TrlParser
 
 from .config import RefinerConfig
-from .critics import NO_ERROR
+from .critics import NO_ERROR, Critic, ModelCritic
 from .data import COMPLETION, PROMPT
 from .recipe_args import CriticArguments, ModelArguments, TaskArguments
 from .supervised import SupervisedConfig
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
+    from .evaluation import EvaluationResult
     from .tasks.base import Task
 
 # Keys that replace each other: one given on the command line drops the other one from the YAML file, so that
@@ -38,9 +38,10 @@ EXCLUSIVE_KEYS = (("model_name_or_path", "tiny_architecture"),)
 
 
 @dataclass
-class EvaluationArguments:
+class RecipeArguments:
     """
-    What a recipe evaluates after training: the paper-style table of the task's metrics with and without a critic.
+    What a recipe does besides training: the evaluation after it (the paper-style table of the task's metrics with and
+    without a critic), and the CPU threads.
 
     Parameters:
         evaluate_after_training (`bool`, *optional*, defaults to `True`):
@@ -54,6 +55,9 @@ class EvaluationArguments:
         eval_max_new_tokens (`int`, *optional*):
             Longest generated text in tokens at evaluation. Defaults to the training arguments' `max_new_tokens`
             when they have it (REFINER), else their `max_completion_length`.
+        torch_num_threads (`int`, *optional*):
+            `torch.set_num_threads` for the run. Unset: torch's default (all cores). `1` is much faster for tiny
+            models on a CPU that other processes share, where threads wait on each other.
     """
 
     evaluate_after_training: bool = field(
@@ -66,16 +70,17 @@ class EvaluationArguments:
     eval_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Longest generated text at evaluation (default: max_new_tokens)."}
     )
+    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the run."})
 
     def __post_init__(self) -> None:
         if self.eval_max_turns < 0:
             raise ValueError(f"eval_max_turns must be at least 0, got {self.eval_max_turns}")
 
 
-REFINER_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, RefinerConfig)
+REFINER_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, RecipeArguments, RefinerConfig)
 """The dataclasses of `recipes/train_{mwp,snlr,ms}.py`, in the order [`parse_refiner_args`] returns them."""
 
-GENERATOR_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, SupervisedConfig)
+GENERATOR_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, RecipeArguments, SupervisedConfig)
 """The dataclasses of `recipes/train_generator.py`; its critic arguments only load the table's trained critic."""
 
 
@@ -83,18 +88,18 @@ GENERATOR_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, Evaluatio
 
 
 class RecipeParser(TrlParser):
-    """A [`~trl.TrlParser`] whose YAML defaults give way to exclusive keys set on the command line.
+    """A [`~trl.TrlParser`] whose YAML values give way to an exclusive key set on the command line.
+
+    `cli_keys`, the destinations the command line sets, is filled in by [`parse_recipe_args`] before parsing.
 
     Args:
         dataclass_types (`Sequence[type]`):
             The argument dataclasses.
-        cli_keys (`set[str]`, *optional*):
-            The destinations set on the command line.
     """
 
-    def __init__(self, dataclass_types: Sequence[type], cli_keys: set[str] | None = None):
+    def __init__(self, dataclass_types: Sequence[type]):
         super().__init__(dataclass_types)
-        self.cli_keys = cli_keys or set()
+        self.cli_keys: set[str] = set()
 
     def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
         for group in EXCLUSIVE_KEYS:
@@ -237,7 +242,7 @@ def parse_refiner_args(task_name: str | None = None, argv: Sequence[str] | None 
             The arguments; defaults to `sys.argv[1:]`.
 
     Returns:
-        `tuple`: `(TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, RefinerConfig)`.
+        `tuple`: `(TaskArguments, ModelArguments, CriticArguments, RecipeArguments, RefinerConfig)`.
     """
     parsed = parse_recipe_args(REFINER_ARGUMENTS, argv, defaults=None if task_name is None else {"task": task_name})
     check_task(parsed[0], task_name)
@@ -296,37 +301,56 @@ def load_model(
     return model_args.load(texts, trust_remote_code=getattr(args, "trust_remote_code", False), seed=args.seed)
 
 
+def build_critic(critic_args: CriticArguments, task: Task, args: Any) -> Critic:
+    """The critic of `critic_args`; a trained critic model is put on the training device (`args.device`).
+
+    Args:
+        critic_args ([`CriticArguments`]):
+            `oracle` or a trained critic's folder.
+        task ([`Task`]):
+            The task (its oracle critic).
+        args (`TrainingArguments`):
+            `device` and `trust_remote_code` are read.
+    """
+    critic = critic_args.build(task, trust_remote_code=getattr(args, "trust_remote_code", False))
+    if isinstance(critic, ModelCritic):
+        critic.model.to(args.device)
+    return critic
+
+
 def evaluate_and_report(
     trainer: Trainer,
     task: Task,
     rows: Dataset,
-    evaluation_args: EvaluationArguments,
+    recipe_args: RecipeArguments,
     critic_args: CriticArguments,
     title: str,
-) -> Any:
-    """Refine `rows` with no critic, the oracle and (when given) a trained critic; write and print the table.
+) -> EvaluationResult | None:
+    """Refine `rows` with the generator alone, a trained critic (when there is one) and the oracle; write the report
+    (`results.md`, `results.json`, `metric_by_turn.png`) into `output_dir` and print the table.
 
-    Runs on the main process only, after the model was saved to `trainer.args.output_dir`. A model that is
-    sharded (DeepSpeed) or replicated over processes is read back from there; a single-process model is used as is.
+    Runs on the main process only, after the model was saved to `trainer.args.output_dir`. A model that DeepSpeed
+    shards or that several processes hold is read back from there; a single-process model is used as it is.
 
     Args:
         trainer (`Trainer`):
             The trainer that trained and saved the model.
         task ([`Task`]):
-            The task (metrics and oracle critic).
+            The task: metrics and oracle critic.
         rows (`Dataset`):
             The evaluation rows.
-        evaluation_args ([`EvaluationArguments`]):
-            Whether and how to evaluate.
+        recipe_args ([`RecipeArguments`]):
+            How to evaluate; `eval_critic` is the trained critic.
         critic_args ([`CriticArguments`]):
-            The recipe's critic; its `critic_*` settings also load the trained evaluation critic.
+            The recipe's critic: the trained critic when `eval_critic` is unset and it is a path; its `critic_*`
+            settings load the trained critic.
         title (`str`):
-            The report's title.
+            The report's heading.
 
     Returns:
-        The result of `evaluate_refinement`, or `None` on other processes.
+        [`EvaluationResult`] on the main process, `None` on the others.
     """
-    from .evaluation import evaluate_refinement, write_report
+    from .evaluation import evaluate_refinement, standard_critics, write_report
     from .generators import ModelGenerator
     from .modeling import load_model_and_tokenizer
 
@@ -339,107 +363,106 @@ def evaluate_and_report(
         model.to(trainer.accelerator.device)
     else:
         model, tokenizer = trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class
+    max_new_tokens = recipe_args.eval_max_new_tokens or getattr(args, "max_new_tokens", None)
     generator = ModelGenerator(
         model,
         tokenizer,
         max_prompt_length=getattr(args, "max_prompt_length", None) or 512,
-        max_new_tokens=evaluation_args.eval_max_new_tokens
-        or getattr(args, "max_new_tokens", None)
-        or getattr(args, "max_completion_length", None)
-        or 64,
+        max_new_tokens=max_new_tokens or getattr(args, "max_completion_length", None) or 64,
         batch_size=args.per_device_eval_batch_size,
     )
-    turns = evaluation_args.eval_max_turns
-    critics: dict[str, Any] = {"generator alone": None, f"+ oracle critic (T={turns})": task.oracle_critic()}
-    trained = evaluation_args.eval_critic or (None if critic_args.critic == "oracle" else critic_args.critic)
-    if trained is not None:
-        critic = dataclasses.replace(critic_args, critic=trained).build(task, trust_remote_code=trust)
-        critics[f"+ trained critic (T={turns})"] = critic
-    result = evaluate_refinement(task, generator, rows, critics, max_turns=turns, progress=True)
-    write_report(result, args.output_dir, title)
-    table = Path(args.output_dir) / "results.md"
-    print(f"\n{table.read_text(encoding='utf-8')}\nWritten to {args.output_dir}", flush=True)
+    trained_path = recipe_args.eval_critic or (None if critic_args.critic == "oracle" else critic_args.critic)
+    trained = None
+    if trained_path is not None:
+        trained = build_critic(dataclasses.replace(critic_args, critic=trained_path), task, args)
+    critics = standard_critics(task, trained)
+    result = evaluate_refinement(task, generator, rows, critics, max_turns=recipe_args.eval_max_turns)
+    paths = write_report(result, args.output_dir, title)
+    print(f"\n{paths['markdown'].read_text(encoding='utf-8')}\nReport written to {args.output_dir}", flush=True)
     return result
 
 
 # ---------------------------------------------------------------------------------------------------- recipes
 
 
-def run_refiner(task_name: str | None = None, argv: Sequence[str] | None = None) -> Any:
+def _setup(
+    task_args: TaskArguments, model_args: ModelArguments, recipe_args: RecipeArguments, args: Any
+) -> tuple[Task, Dataset, Dataset, PreTrainedModel, PreTrainedTokenizerBase]:
+    """Threads and seed, then the task's rows and the model: what every recipe does before it trains."""
+    import torch
+    from transformers import set_seed
+
+    if recipe_args.torch_num_threads is not None:
+        torch.set_num_threads(recipe_args.torch_num_threads)
+    set_seed(args.seed)
+    task, train_rows, eval_rows = task_args.load()
+    model, tokenizer = load_model(model_args, task, train_rows, args)
+    return task, train_rows, eval_rows, model, tokenizer
+
+
+def _title(kind: str, task: Task, model_args: ModelArguments, rows: Dataset) -> str:
+    name = model_args.model_name_or_path or f"tiny {model_args.tiny_architecture} model"
+    return f"{kind} on {task.name}: {name}, {len(rows)} evaluation rows"
+
+
+def run_refiner(task_name: str | None = None, argv: Sequence[str] | None = None) -> EvaluationResult | None:
     """REFINER training for one task: parse the recipe, train the generator with a critic, save it, evaluate it.
 
-    This is the whole of `recipes/train_{mwp,snlr,ms}.py`, which differ only in `task_name`. It works as is under
-    `accelerate launch` (DDP, DeepSpeed ZeRO): only the main process writes the report and prints.
+    This is the whole of `recipes/train_{mwp,snlr,ms}.py`, which differ only in `task_name`. It runs as it is under
+    `accelerate launch` (DDP, DeepSpeed ZeRO): only the main process evaluates, writes the report and prints.
 
     Args:
         task_name (`str`, *optional*):
-            The task the recipe trains; `None` reads it from the arguments.
+            The task the recipe trains; `None` takes it from the arguments.
         argv (`Sequence[str]`, *optional*):
             The arguments; defaults to `sys.argv[1:]`.
 
     Returns:
-        The evaluation result on the main process when `evaluate_after_training`, else `None`.
+        [`EvaluationResult`] on the main process when `evaluate_after_training`, else `None`.
     """
-    from transformers import set_seed
-
     from .trainer import RefinerTrainer
 
-    task_args, model_args, critic_args, evaluation_args, args = parse_refiner_args(task_name, argv)
-    set_seed(args.seed)
-    task, train_rows, eval_rows = task_args.load()
-    model, tokenizer = load_model(model_args, task, train_rows, args)
-    critic = critic_args.build(task, trust_remote_code=args.trust_remote_code)
+    task_args, model_args, critic_args, recipe_args, args = parse_refiner_args(task_name, argv)
+    task, train_rows, eval_rows, model, tokenizer = _setup(task_args, model_args, recipe_args, args)
     trainer = RefinerTrainer(
         model,
         args,
-        critic=critic,
+        critic=build_critic(critic_args, task, args),
         train_dataset=train_rows,
         eval_dataset=eval_rows if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
-    if not evaluation_args.evaluate_after_training:
+    if not recipe_args.evaluate_after_training:
         return None
-    name = model_args.model_name_or_path or f"tiny {model_args.tiny_architecture}"
-    title = f"REFINER on {task.name} ({name}, {len(eval_rows)} evaluation rows)"
-    return evaluate_and_report(trainer, task, eval_rows, evaluation_args, critic_args, title)
+    title = _title("REFINER", task, model_args, eval_rows)
+    return evaluate_and_report(trainer, task, eval_rows, recipe_args, critic_args, title)
 
 
-def run_generator(argv: Sequence[str] | None = None) -> Any:
+def run_generator(argv: Sequence[str] | None = None) -> EvaluationResult | None:
     """The paper's warm start: supervised training of the generator on prompt -> completion, with no critic.
 
-    Parses [`GENERATOR_ARGUMENTS`] (the critic arguments only set the trained critic of the evaluation table), trains
-    with [`train_supervised`] (SFT for causal models, Seq2Seq for encoder-decoders), saves the model and tokenizer to
-    `output_dir` for a REFINER recipe's `model_name_or_path`, and evaluates like [`run_refiner`].
+    Parses [`GENERATOR_ARGUMENTS`] (the critic arguments only name the trained critic of the evaluation table),
+    trains with [`train_supervised`] (SFT for causal models, Seq2Seq for encoder-decoders), saves the model and
+    tokenizer to `output_dir` (a REFINER recipe's `model_name_or_path`), and evaluates like [`run_refiner`].
 
     Args:
         argv (`Sequence[str]`, *optional*):
             The arguments; defaults to `sys.argv[1:]`.
 
     Returns:
-        The evaluation result on the main process when `evaluate_after_training`, else `None`.
+        [`EvaluationResult`] on the main process when `evaluate_after_training`, else `None`.
     """
-    from transformers import set_seed
-
     from .supervised import train_supervised
 
-    task_args, model_args, critic_args, evaluation_args, args = parse_recipe_args(GENERATOR_ARGUMENTS, argv)
-    set_seed(args.seed)
-    task, train_rows, eval_rows = task_args.load()
-    model, tokenizer = load_model(model_args, task, train_rows, args)
-    trainer = train_supervised(
-        model,
-        tokenizer,
-        train_rows,
-        args,
-        eval_dataset=eval_rows if args.eval_strategy != "no" else None,
-        train=False,
-    )
+    task_args, model_args, critic_args, recipe_args, args = parse_recipe_args(GENERATOR_ARGUMENTS, argv)
+    task, train_rows, eval_rows, model, tokenizer = _setup(task_args, model_args, recipe_args, args)
+    eval_dataset = eval_rows if args.eval_strategy != "no" else None
+    trainer = train_supervised(model, tokenizer, train_rows, args, eval_dataset=eval_dataset, train=False)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
-    if not evaluation_args.evaluate_after_training:
+    if not recipe_args.evaluate_after_training:
         return None
-    name = model_args.model_name_or_path or f"tiny {model_args.tiny_architecture}"
-    title = f"Warm-start generator on {task.name} ({name}, {len(eval_rows)} evaluation rows)"
-    return evaluate_and_report(trainer, task, eval_rows, evaluation_args, critic_args, title)
+    title = _title("Warm-start generator", task, model_args, eval_rows)
+    return evaluate_and_report(trainer, task, eval_rows, recipe_args, critic_args, title)

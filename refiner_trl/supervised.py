@@ -3,9 +3,10 @@
 Causal models train with TRL's [`~trl.SFTTrainer`] (`completion_only_loss=True`), encoder-decoders with transformers'
 [`~transformers.Seq2SeqTrainer`]. Both see the tokens of [`encode_prompt_completion`], the encoding that
 [`RefinerTrainer`] trains on and that generation reads: the prompt tokenized alone (its end kept when it is too long),
-then the completion tokenized alone, then EOS. Tokenizing `prompt + completion` as one string instead, as
-`SFTTrainer` does with raw text, can merge tokens across the boundary (`"Equation:" + "#0: ..."` -> `":#"`), and the
-model would then learn a context it never sees when it generates.
+then the completion tokenized alone, then EOS. `SFTTrainer` given raw text would tokenize `prompt + completion` as one
+string instead, and cut sequences at their end: with a vocabulary that merges the prompt's last characters with the
+completion's first ones (TRL warns of it), the model would learn a context that generation never shows it, and a long
+prompt would lose its completion rather than its beginning.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from transformers import (
     TrainingArguments,
 )
 
-from .data import COMPLETION, LABEL_PAD, PROMPT, encode_prompt_completion, validate_prompt_completion
+from .data import (
+    COMPLETION,
+    LABEL_PAD,
+    PROMPT,
+    count_truncation,
+    encode_prompt_completion,
+    validate_prompt_completion,
+)
 from .modeling import is_encoder_decoder, prepare_tokenizer
 
 DEFAULT_MAX_PROMPT_LENGTH = 512
@@ -51,7 +59,8 @@ class SupervisedConfig(TrainingArguments):
 
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
     max_prompt_length: int | None = field(
-        default=DEFAULT_MAX_PROMPT_LENGTH, metadata={"help": "Longest prompt in tokens; longer prompts keep their end."}
+        default=DEFAULT_MAX_PROMPT_LENGTH,
+        metadata={"help": "Longest prompt in tokens; longer prompts keep their end."},
     )
     max_completion_length: int | None = field(
         default=DEFAULT_MAX_COMPLETION_LENGTH, metadata={"help": "Longest completion in tokens, EOS included."}
@@ -131,7 +140,9 @@ def tokenize_for_sft(
         lengths = encoded["attention_mask"].sum(dim=1).tolist()
         return {
             "input_ids": [ids[:n].tolist() for ids, n in zip(encoded["input_ids"], lengths)],
-            "completion_mask": [(labels[:n] != LABEL_PAD).long().tolist() for labels, n in zip(encoded["labels"], lengths)],
+            "completion_mask": [
+                (labels[:n] != LABEL_PAD).long().tolist() for labels, n in zip(encoded["labels"], lengths)
+            ],
         }
 
     tokenized = dataset.map(encode, batched=True, remove_columns=dataset.column_names)
@@ -151,10 +162,6 @@ class PromptCompletionCollator:
             Longest completion in tokens, EOS included.
         is_encoder_decoder (`bool`, *optional*, defaults to `True`):
             Passed to [`encode_prompt_completion`].
-
-    Attributes:
-        num_truncated_prompts (`int`): Prompts cut so far.
-        num_truncated_completions (`int`): Completions cut so far.
     """
 
     def __init__(
@@ -168,12 +175,9 @@ class PromptCompletionCollator:
         self.max_prompt_length = max_prompt_length
         self.max_completion_length = max_completion_length
         self.is_encoder_decoder = is_encoder_decoder
-        self.num_truncated_prompts = 0
-        self.num_truncated_completions = 0
-        self._warned = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        batch, truncation = encode_prompt_completion(
+        batch, _ = encode_prompt_completion(
             self.tokenizer,
             [f[PROMPT] for f in features],
             [f[COMPLETION] for f in features],
@@ -181,11 +185,6 @@ class PromptCompletionCollator:
             self.max_completion_length,
             self.is_encoder_decoder,
         )
-        self.num_truncated_prompts += truncation.prompts
-        self.num_truncated_completions += truncation.completions
-        if (truncation.prompts or truncation.completions) and not self._warned:
-            self._warned = True
-            _warn_truncation(truncation.prompts, truncation.completions, "a training batch")
         return batch
 
 
@@ -252,6 +251,10 @@ def train_supervised(
     prompt_limit, completion_limit = _limits(args, max_prompt_length, max_completion_length)
 
     if is_encoder_decoder(model):
+        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            if dataset is not None:
+                cut = count_truncation(tokenizer, dataset[PROMPT], dataset[COMPLETION], prompt_limit, completion_limit)
+                _warn_truncation(cut.prompts, cut.completions, name)
         seq2seq_args = convert_args(args, Seq2SeqTrainingArguments, remove_unused_columns=False)
         trainer: Trainer = Seq2SeqTrainer(
             model=model,

@@ -28,6 +28,7 @@ from .data import (
     LABEL_PAD,
     PROMPT,
     collate_text,
+    count_truncation,
     encode_prompt_completion,
     validate_prompt_completion,
 )
@@ -116,11 +117,13 @@ class RefinerTrainer(_BaseTrainer):
         if train_dataset is None:
             raise ValueError("RefinerTrainer needs a `train_dataset` with `prompt` and `completion` columns.")
         prepare_tokenizer(processing_class)
-        validate_prompt_completion(train_dataset, "train_dataset")
-        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval_dataset": eval_dataset}
-        for name, dataset in eval_sets.items():
-            if dataset is not None:
-                validate_prompt_completion(dataset, name)
+        datasets = {"train_dataset": train_dataset}
+        if isinstance(eval_dataset, dict):
+            datasets.update({f"eval_dataset[{key!r}]": dataset for key, dataset in eval_dataset.items()})
+        elif eval_dataset is not None:
+            datasets["eval_dataset"] = eval_dataset
+        for name, dataset in datasets.items():
+            validate_prompt_completion(dataset, name)
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -144,26 +147,26 @@ class RefinerTrainer(_BaseTrainer):
         }
         self._pick_position = {"train": (-1, 0), "eval": (-1, 0)}
         self._warned_truncation = False
-        self._report_dataset_truncation(train_dataset)
+        for name, dataset in datasets.items():
+            self._report_dataset_truncation(dataset, name)
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
 
     def _send_telemetry(self) -> None:
         """A plugin sends nothing anywhere: these runs are often offline and the user did not ask for it."""
 
-    def _report_dataset_truncation(self, dataset: Dataset) -> None:
-        """Warn once, before training, how many prompts and completions exceed the length limits."""
-        _, truncation = encode_prompt_completion(
+    def _report_dataset_truncation(self, dataset: Dataset, name: str) -> None:
+        """Warn, before training, how many of a dataset's prompts and completions exceed the length limits."""
+        truncation = count_truncation(
             self.processing_class,
             dataset[PROMPT],
             dataset[COMPLETION],
             self.args.max_prompt_length,
             self.args.max_completion_length,
-            self.encoder_decoder,
         )
         if truncation.prompts or truncation.completions:
             warnings.warn(
-                f"train_dataset: {truncation.prompts} of {len(dataset)} prompts exceed max_prompt_length="
+                f"{name}: {truncation.prompts} of {len(dataset)} prompts exceed max_prompt_length="
                 f"{self.args.max_prompt_length} (they keep their last tokens) and {truncation.completions} "
                 f"completions exceed max_completion_length={self.args.max_completion_length} (they are cut).",
                 stacklevel=3,
@@ -357,24 +360,16 @@ class RefinerTrainer(_BaseTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        names = sorted(self._metrics[mode])
+        metrics = self._metrics[mode]
+        names = sorted(metrics)
         if names:
-            # Counts are summed over the logging window and the processes; everything else is averaged.
-            counted = [name in _COUNTS for name in names]
-            local = [np.sum if c else np.mean for c in counted]
-            means = torch.tensor(
-                [float(f(self._metrics[mode][n])) for f, n in zip(local, names)], device=self.accelerator.device
-            )
-            means = self.accelerator.reduce(means, reduction="mean").tolist()
-            prefix = "eval_" if mode == "eval" else ""
-            logs.update(
-                {
-                    f"{prefix}{name}": value * self.accelerator.num_processes if c else value
-                    for name, value, c in zip(names, means, counted)
-                }
-            )
+            # Counts (`_COUNTS`) are summed over the logging window and the processes; the rest is averaged.
+            values = [float(np.sum(metrics[n]) if n in _COUNTS else np.mean(metrics[n])) for n in names]
+            totals = self.accelerator.reduce(torch.tensor(values, device=self.accelerator.device), reduction="sum")
+            processes, prefix = self.accelerator.num_processes, "eval_" if mode == "eval" else ""
+            logs.update({f"{prefix}{n}": t if n in _COUNTS else t / processes for n, t in zip(names, totals.tolist())})
         super().log(logs, start_time)
-        self._metrics[mode].clear()
+        metrics.clear()
 
     # ------------------------------------------------------------------------------- checkpoints, resuming
 
@@ -472,10 +467,11 @@ def is_complete_checkpoint(path: str | Path) -> bool:
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete `checkpoint-<step>` folder in `output_dir`, warning about newer incomplete ones."""
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
     folders = sorted(
-        (int(path.name.split("-")[1]), path)
-        for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if path.is_dir() and path.name.split("-")[1].isdigit()
+        (int(path.name[len(prefix) :]), path)
+        for path in Path(output_dir).glob(f"{prefix}*")
+        if path.is_dir() and path.name[len(prefix) :].isdigit()
     )
     skipped = []
     for _, path in reversed(folders):

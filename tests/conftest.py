@@ -12,7 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
 from refiner_trl.modeling import build_tiny_model, train_tokenizer  # noqa: E402
+
+# Tiny models gain nothing from a second thread, and threads that wait on each other are slow on a shared CPU.
+torch.set_num_threads(1)
 from refiner_trl.templates import REFINE_TEMPLATE  # noqa: E402
 
 ARCHITECTURES = ("seq2seq", "causal")

@@ -53,7 +53,7 @@ D_MODEL = 16  # the tiny model's hidden size, which the integration uses for the
 
 
 def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:
-    """A randomly initialised two-layer T5 small enough for CPU tests (nothing downloaded)."""
+    """A randomly initialised T5 with one encoder and one decoder layer, built from a config (nothing downloaded)."""
     torch.manual_seed(seed)
     config = T5Config(
         vocab_size=64, d_model=D_MODEL, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2,
@@ -105,17 +105,10 @@ def test_deepspeed_json_is_accepted_by_deepspeed_once_hf_fills_auto(json_name, t
     """
     stage, offload = JSON_CONFIGS[json_name]
     args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        max_grad_norm=0.5,
-        learning_rate=3e-4,
-        weight_decay=0.01,
-        adam_epsilon=1e-7,
-        bf16=True,
-        use_cpu=True,
-        report_to=[],
-    )  # fmt: skip  (use_cpu only lets this GPU-less machine accept bf16=True)
+        output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_grad_norm=0.5,
+        learning_rate=3e-4, weight_decay=0.01, adam_epsilon=1e-7, report_to=[],
+        bf16=True, use_cpu=True,  # use_cpu only makes this GPU-less machine accept bf16
+    )  # fmt: skip
     config = fill_auto_values(json_name, args, tiny_t5(), num_training_steps=10)
 
     assert auto_paths(config) == []
@@ -186,7 +179,7 @@ def test_accelerate_yaml_loads_and_points_to_matching_json(yaml_name):
 
 @pytest.mark.parametrize("yaml_name", sorted(ACCELERATE_CONFIGS))
 def test_accelerate_launch_hands_the_json_to_the_training_process(yaml_name, monkeypatch):
-    """`accelerate launch` accepts the YAML, `--num_processes` overrides it, and the plugin each process builds is right."""
+    """`accelerate launch` accepts the YAML, `--num_processes` overrides it, and each process gets the right plugin."""
     args, env = launch_env(DS_DIR / yaml_name, "--num_processes", "2")
     assert args.use_deepspeed and args.num_processes == 2 and args.nproc_per_node == "2"
     assert env["ACCELERATE_DEEPSPEED_CONFIG_FILE"] == f"ds_configs/{ACCELERATE_CONFIGS[yaml_name]}"

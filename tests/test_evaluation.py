@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from refiner_trl.critics import NO_ERROR, CallableCritic
 from refiner_trl.evaluation import (
@@ -31,15 +30,6 @@ from refiner_trl.tasks import get_task
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WRONG = "#0: add ( number0, number1 )"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores are shared by many processes here; more than one torch thread per process makes training crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_hypotheses_at_turn_keeps_the_last_hypothesis_of_examples_that_stopped():
@@ -67,7 +57,9 @@ def test_evaluate_refinement_scores_each_turn_and_shares_turn_zero():
     def generator(prompts: list[str]) -> list[str]:
         """z_0 is wrong; a refine prompt gives the gold for the first half of the rows only."""
         calls.append(list(prompts))
-        return [fixable.get(p.split("\nPrevious answer:")[0], WRONG) if "Previous answer:" in p else WRONG for p in prompts]
+        return [
+            fixable.get(p.split("\nPrevious answer:")[0], WRONG) if "Previous answer:" in p else WRONG for p in prompts
+        ]
 
     lazy = CallableCritic(lambda p, h, r: ["Something is wrong."] * len(h))  # never accepts
     critics = {"none": None, "lazy": lazy, "oracle": task.oracle_critic()}
@@ -147,7 +139,7 @@ def test_evaluate_recipe_writes_table_json_and_png(tmp_path):
     config.write_text(
         "task: mwp\nsynthetic_train_size: 1\nsynthetic_eval_size: 6\n"
         f"generator: {generator}\ncritic: {critic}\ncritic_max_new_tokens: 8\nmax_new_tokens: 12\n"
-        f"output_dir: {tmp_path / 'out'}\nmax_turns: 2\nprogress: false\n"
+        f"output_dir: {tmp_path / 'out'}\nmax_turns: 2\nprogress: false\ntorch_num_threads: 1\n"
     )
     completed = subprocess.run(
         [sys.executable, "recipes/evaluate.py", "--config", str(config), "--oracle_max_turns", "3"],

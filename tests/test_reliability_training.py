@@ -42,7 +42,13 @@ def tokenizer(rows):
 
 
 def tiny_model(tokenizer, architecture: str = "causal", seed: int = 0):
-    return build_tiny_model(architecture, tokenizer, hidden_size=32, num_layers=1, seed=seed)
+    """A tiny model whose weights are large enough for its loss to feel every token of the prompt."""
+    model = build_tiny_model(architecture, tokenizer, hidden_size=32, num_layers=1, seed=seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(std=0.3)
+    return model
 
 
 def make_args(output_dir: Path, **overrides) -> RefinerConfig:
@@ -91,7 +97,7 @@ class NoisyCritic:
         self.hypotheses.append(list(hypotheses))
         self.feedback.append(
             [
-                reveal_feedback(h, r) if self.rng.random() < 0.5 else f"Check item {self.rng.randrange(100)}."
+                reveal_feedback(h, r) if self.rng.random() < 0.2 else f"Check item {self.rng.randrange(1000)}."
                 for h, r in zip(hypotheses, references)
             ]
         )
@@ -204,6 +210,7 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path, rows, tokenizer):
     checkpoint("checkpoint-11", '{"global_st')  # killed while trainer_state.json was written
     checkpoint("checkpoint-12", None)  # killed before it
     checkpoint("checkpoint-final", '{"global_step": 0}')  # not a step: ignored
+    checkpoint("checkpoint-13-tmp", '{"global_step": 13}')  # nor this
     with pytest.warns(UserWarning, match="checkpoint-12, checkpoint-11"):
         assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # by step, not by name
 
@@ -302,6 +309,7 @@ class FlakyCritic(OracleCritic):
         ("bytes_item", 0, 1, r"returned bytes at index 0, feedback must be text \(global step 0, turn 1\)"),
         ("not_a_list", 0, 0, r"expected 2, got str \(global step 0, turn 0\)"),
     ],
+    ids=["raises", "wrong_count", "none_item", "bytes_item", "not_a_list"],
 )
 def test_a_failing_critic_stops_the_run_naming_the_step_and_leaves_checkpoints_whole(
     tmp_path, rows, tokenizer, fault, step, turn, message

@@ -1,0 +1,99 @@
+"""The benchmarks' `--quick` modes run end to end, so that the scripts cannot rot; their outputs exist and parse."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_quick(script: str, output_dir: Path) -> subprocess.CompletedProcess:
+    """Run `benchmarks/<script> --quick` with one torch thread (the CPU is shared) and synthetic data only."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / script),
+        "--quick",
+        "--threads",
+        "1",
+        "--data-dir",
+        "none",
+        "--output-dir",
+        str(output_dir),
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def numbers(value: Any) -> list[float]:
+    """Every number in a JSON value (booleans excluded)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in numbers(item)]
+    if isinstance(value, list):
+        return [n for item in value for n in numbers(item)]
+    return []
+
+
+def check_outputs(output_dir: Path, name: str) -> dict[str, Any]:
+    data = json.loads((output_dir / f"{name}.json").read_text(encoding="utf-8"))
+    assert (output_dir / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+    markdown = (output_dir / f"{name}.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# ") and "|---" in markdown.replace(":---", "---")
+    assert data["quick"] is True and data["machine"]["nproc"] >= 1
+    return data
+
+
+@pytest.mark.slow
+def test_learning_quick(tmp_path):
+    result = run_quick("learning.py", tmp_path)
+    data = check_outputs(tmp_path, "learning")
+    assert "REFINER + trained critic" in result.stdout
+    pipelines = data["pipelines"]
+    assert {(p["task"], p["architecture"]) for p in pipelines} == {
+        (task, arch) for task in ("mwp", "snlr") for arch in ("seq2seq", "causal")
+    }
+    for pipeline in pipelines:
+        assert pipeline["data"] == "synthetic"
+        for row in ("baseline", "refiner_alone", "refiner_trained", "refiner_oracle", "refiner_detect"):
+            value = pipeline["results"][row]["final"][pipeline["primary_metric"]]
+            assert isinstance(value, float) and 0.0 <= value <= 1.0
+        assert pipeline["steps"]["baseline_total"] == pipeline["steps"]["refiner_total"]
+        assert all(math.isfinite(n) for n in numbers(pipeline["seconds"]))
+    assert len(data["summary"]) == 4
+
+
+@pytest.mark.slow
+def test_step_cost_quick(tmp_path):
+    run_quick("step_cost.py", tmp_path)
+    data = check_outputs(tmp_path, "step_cost")
+    for architecture in ("seq2seq", "causal"):
+        entry = data["results"][architecture]
+        assert entry["grid"], architecture
+        for cell in entry["grid"]:
+            assert cell["measured_steps"] >= 1
+            assert all(math.isfinite(cell[name]) for name in ("step", "generate", "forward", "backward", "optimizer"))
+            assert cell["step"] > 0 and cell["overhead"] >= 0.5
+        comparison = entry["comparison"]
+        assert comparison["refiner_over_supervised"] > 0 and comparison["per_example_over_refiner"] > 0
+        inference = entry["inference"]
+        # Early stopping never generates more than running all turns.
+        work = inference["function_generator"]
+        assert work["early_stopping"]["prompts_generated"] <= work["all_turns"]["prompts_generated"]
+        assert (
+            inference["model_generator"]["early_stopping"]["prompts_generated"]
+            <= (inference["model_generator"]["all_turns"]["prompts_generated"])
+        )
