@@ -9,6 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# `refine` is both a submodule and its main function: import the function now, so that a later
+# `import refiner_trl.refine` cannot leave the package attribute pointing at the module.
+from .refine import RefinementTrace, refine, refine_metrics
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -19,9 +23,6 @@ _EXPORTS = {
     "CallableCritic": "critics",
     "ModelCritic": "critics",
     "HumanCritic": "human_critic",
-    "refine": "refine",
-    "refine_metrics": "refine",
-    "RefinementTrace": "refine",
     "Generator": "generators",
     "GeneratorError": "generators",
     "ModelGenerator": "generators",
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
         as_generator,
     )
     from .human_critic import HumanCritic
-    from .refine import RefinementTrace, refine, refine_metrics
     from .tasks import get_task
     from .trainer import RefinerTrainer
 
