@@ -145,7 +145,9 @@ def test_moral_stories_reads_the_hub_by_default(monkeypatch):
 
     monkeypatch.setattr(base, "load_records", fake_load_records)
     data = get_task("moral_stories").load("validation")
-    assert calls == [("demelin/moral_stories", "validation", "gen-norm$actions+context-norm_distance")]
+    get_task("moral_stories").load("train", path="demelin/moral_stories")  # as a recipe's train_path names it
+    subset = "gen-norm$actions+context-norm_distance"
+    assert calls == [("demelin/moral_stories", "validation", subset), ("demelin/moral_stories", "train", subset)]
     assert data[0]["completion"] == "It's good to x."
 
 

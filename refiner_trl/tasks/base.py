@@ -67,7 +67,7 @@ class Task(ABC):
                 f"The {self.name!r} task has no Hub default: pass path= to a local .json or .jsonl file in the "
                 f"format its docstring describes, or use synthetic() for generated data."
             )
-        subset = self.hub_subset if path is None else None
+        subset = self.hub_subset if source == self.hub_id else None
         return self.from_records(load_records(str(source), split=split, subset=subset), source=str(source))
 
     @abstractmethod
