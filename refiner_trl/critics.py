@@ -65,25 +65,44 @@ def checked_critique(
     where: str = "",
 ) -> list[str]:
     """Call `critic.critique` and check its answer: one `str` per hypothesis, else [`CriticError`] naming `where`."""
+    return checked_texts(
+        lambda: critic.critique(list(prompts), list(hypotheses), None if references is None else list(references)),
+        len(hypotheses),
+        CriticError,
+        f"{type(critic).__name__}.critique",
+        ("feedback per hypothesis", "feedback must be text"),
+        where,
+    )
+
+
+def checked_texts(
+    call: Callable[[], Any],
+    expected: int,
+    error_type: type[Exception],
+    label: str,
+    wording: tuple[str, str],
+    where: str = "",
+) -> list[str]:
+    """Run `call` and check that it returned `expected` strings, else raise `error_type` naming `label` and `where`.
+
+    The one check behind [`checked_critique`] and [`~refiner_trl.generators.checked_generate`]: exceptions other
+    than `error_type` are wrapped, a wrong count or a non-text item is named. `wording` is `(what one item per input
+    is called, what a non-text item is told)`.
+    """
+    unit, not_text = wording
     try:
-        feedback = critic.critique(list(prompts), list(hypotheses), None if references is None else list(references))
-    except CriticError:
+        texts = call()
+    except error_type:
         raise
     except Exception as error:
-        raise CriticError(f"{type(critic).__name__}.critique raised {error!r}{where}") from error
-    if not isinstance(feedback, (list, tuple)) or len(feedback) != len(hypotheses):
-        got = len(feedback) if isinstance(feedback, (list, tuple)) else type(feedback).__name__
-        raise CriticError(
-            f"{type(critic).__name__}.critique must return one feedback per hypothesis: "
-            f"expected {len(hypotheses)}, got {got}{where}"
-        )
-    for index, item in enumerate(feedback):
+        raise error_type(f"{label} raised {error!r}{where}") from error
+    if not isinstance(texts, (list, tuple)) or len(texts) != expected:
+        got = len(texts) if isinstance(texts, (list, tuple)) else type(texts).__name__
+        raise error_type(f"{label} must return one {unit}: expected {expected}, got {got}{where}")
+    for index, item in enumerate(texts):
         if not isinstance(item, str):
-            raise CriticError(
-                f"{type(critic).__name__}.critique returned {type(item).__name__} at index {index}, "
-                f"feedback must be text{where}"
-            )
-    return list(feedback)
+            raise error_type(f"{label} returned {type(item).__name__} at index {index}, {not_text}{where}")
+    return list(texts)
 
 
 class CallableCritic:

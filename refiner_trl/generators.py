@@ -39,22 +39,16 @@ def checked_generate(generator: Generator, prompts: Sequence[str], where: str = 
         where (`str`, *optional*, defaults to `""`):
             Appended to error messages, e.g. `" (turn 2)"`.
     """
-    name = type(generator).__name__
-    try:
-        texts = generator.generate(list(prompts))
-    except GeneratorError:
-        raise
-    except Exception as error:
-        raise GeneratorError(f"{name}.generate raised {error!r}{where}") from error
-    if not isinstance(texts, (list, tuple)) or len(texts) != len(prompts):
-        got = len(texts) if isinstance(texts, (list, tuple)) else type(texts).__name__
-        raise GeneratorError(
-            f"{name}.generate must return one text per prompt: expected {len(prompts)}, got {got}{where}"
-        )
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise GeneratorError(f"{name}.generate returned {type(text).__name__} at index {index}, not text{where}")
-    return list(texts)
+    from .critics import checked_texts
+
+    return checked_texts(
+        lambda: generator.generate(list(prompts)),
+        len(prompts),
+        GeneratorError,
+        f"{type(generator).__name__}.generate",
+        ("text per prompt", "not text"),
+        where,
+    )
 
 
 class CallableGenerator:
