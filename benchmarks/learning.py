@@ -54,6 +54,7 @@ ROWS = (
     ("refiner_oracle", "REFINER + oracle critic (T=3)"),
 )
 DIAGNOSTIC_ROWS = (
+    ("majority", "most frequent training completion, for every row"),
     ("baseline_oracle", "baseline + oracle critic (T=3)"),
     ("refiner_detect", "REFINER + trained detection, oracle text (T=3)"),
 )
@@ -76,7 +77,7 @@ class Settings:
     eval_turns: int = 3
     max_eval: int = 200
     critic_eval_rows: int = 200
-    max_new_tokens: int = 32
+    max_new_tokens: int = 32  # raised to the 99th percentile of the training completions' length when that is more
     critic_max_new_tokens: int = 16
     max_prompt_length: int = 320
     synthetic_train: int = 2000
@@ -230,6 +231,14 @@ def _verdicts_on_turn0(task: Any, critic_first: Any, oracle_first: Any) -> dict[
     }
 
 
+def majority_scores(task: Any, train: Any, evaluation: Any) -> dict[str, Any]:
+    """The score of answering every evaluation row with the most frequent training completion (no model)."""
+    from collections import Counter
+
+    answer = Counter(train["completion"]).most_common(1)[0][0]
+    return {"final": task.score([answer] * len(evaluation), evaluation), "answer": answer}
+
+
 def run_pipeline(
     task_name: str, architecture: str, seed: int, settings: Settings, data_dir: str | None, threads: int | None
 ) -> dict[str, Any]:
@@ -276,6 +285,11 @@ def run_pipeline(
         tokenizer = train_tokenizer(texts, vocab_size=settings.vocab_size)
         size = {"hidden_size": settings.hidden_size, "num_layers": settings.num_layers}
         generator = build_tiny_model(architecture, tokenizer, seed=seed, **size)
+        # Room for the gold completions: at least their 99th percentile in tokens (a longer one decodes cut off).
+        lengths = sorted(
+            len(ids) for ids in tokenizer(list(train["completion"]), add_special_tokens=False)["input_ids"]
+        )
+        max_new_tokens = max(settings.max_new_tokens, lengths[int(0.99 * (len(lengths) - 1))])
     timings["tokenizer_and_model"] = watch.seconds
     log("tokenizer_and_model")
 
@@ -312,7 +326,7 @@ def run_pipeline(
                 **_common_args(settings, scratch, settings.refiner_steps, seed),
                 num_hypotheses=settings.num_hypotheses,
                 num_refinement_turns=settings.num_refinement_turns,
-                max_new_tokens=settings.max_new_tokens,
+                max_new_tokens=max_new_tokens,
             )
             trainer = _train(
                 RefinerTrainer(
@@ -352,7 +366,7 @@ def run_pipeline(
                 model.eval(),
                 tokenizer,
                 max_prompt_length=settings.max_prompt_length,
-                max_new_tokens=settings.max_new_tokens,
+                max_new_tokens=max_new_tokens,
                 batch_size=64,
             )
 
@@ -394,6 +408,7 @@ def run_pipeline(
         return {"final": run.final, "by_turn": run.by_turn, "refine": run.refine}
 
     results = {
+        "majority": majority_scores(task, train, evaluation),
         "baseline": run_of(baseline_result, "none"),
         "baseline_oracle": run_of(baseline_result, "oracle"),
         "refiner_alone": run_of(refiner_result, "none"),
@@ -409,6 +424,7 @@ def run_pipeline(
         "data": source,
         "num_train": len(train),
         "num_eval": len(evaluation),
+        "max_new_tokens": max_new_tokens,
         "primary_metric": PRIMARY[task_name],
         "parameters": {
             "generator": sum(p.numel() for p in generator.parameters()),
@@ -438,8 +454,9 @@ def run_pipeline(
 # ------------------------------------------------------------------------------------------------ aggregation
 
 
-def _primary(record: dict[str, Any], row: str) -> float | None:
-    return record["results"][row]["final"].get(record["primary_metric"])
+def _primary(record: dict[str, Any], row: str) -> float:
+    value = record["results"].get(row, {}).get("final", {}).get(record["primary_metric"])
+    return float("nan") if value is None else value
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

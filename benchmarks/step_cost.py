@@ -91,15 +91,21 @@ QUICK = Settings(
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step (`on_step_begin` -> `on_step_end`) and of `optimizer.step()` within it."""
+    """Wall time of each optimizer step (`on_step_begin` -> `on_step_end`), its CPU time (this process), and the wall
+    time of `optimizer.step()` within it.
+
+    With one torch thread, a step's CPU time is close to the wall time it would take on a quiet machine, so it is
+    the steadier number on a CPU shared with other jobs.
+    """
 
     def __init__(self) -> None:
         self.steps: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
         self.optimizer: dict[int, float] = {}
-        self._step_start = self._optimizer_start = 0.0
+        self._step_start = self._cpu_start = self._optimizer_start = 0.0
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._step_start = time.perf_counter()
+        self._step_start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._optimizer_start = time.perf_counter()
@@ -109,6 +115,7 @@ class StepTimer(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.steps[state.global_step] = time.perf_counter() - self._step_start
+        self.cpu[state.global_step] = time.process_time() - self._cpu_start
 
 
 def _train(trainer: Any, timer: StepTimer) -> Any:
@@ -139,6 +146,7 @@ def step_parts(trainer: Any, timer: StepTimer, warmup: int) -> dict[str, Any]:
         for name, value in parts.items():
             per_step[name].append(value)
         per_step["step"].append(total)
+        per_step["step_cpu"].append(timer.cpu[step])
         per_step["model_calls"].append(sum(parts[name] for name in MODEL_PARTS))
         per_step["overhead"].append(total / per_step["model_calls"][-1])
         # "other", split: inside the trainer's training_step (tokenizing, picks, prompts) and outside it (clipping,
@@ -158,10 +166,12 @@ def supervised_step(model: Any, tokenizer: Any, rows: Any, settings: Settings, s
     args = SupervisedConfig(**_trainer_args(settings, scratch, seed))
     trainer = _train(train_supervised(model, tokenizer, rows, args, train=False), timer)
     steps = [t for step, t in sorted(timer.steps.items()) if step > settings.warmup]
+    cpu = [t for step, t in sorted(timer.cpu.items()) if step > settings.warmup]
     optimizer = [t for step, t in sorted(timer.optimizer.items()) if step > settings.warmup]
     return {
         "trainer": type(trainer).__name__,
         "step": median(steps),
+        "step_cpu": median(cpu),
         "optimizer": median(optimizer),
         "measured_steps": len(steps),
     }
@@ -360,18 +370,28 @@ def inference_cost(task: Any, model: Any, tokenizer: Any, rows: Any, settings: S
         batch_size=64,
     )
     times: dict[str, list[float]] = defaultdict(list)
+    cpu_times: dict[str, list[float]] = defaultdict(list)
     generated: dict[str, int] = {}
     for repeat in range(settings.inference_repeats):
         for name, mode in (("early_stopping", "coin"), ("all_turns", "never")):
             critic = CountingCritic(oracle, mode, p, seed=seed + repeat)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             traces = refine(generator, critic, prompts, references=references, max_turns=turns)
             times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - cpu_start)
             generated[name] = sum(len(t.hypotheses) for t in traces)
     model_result: dict[str, Any] = {
-        name: {"seconds": median(values), "prompts_generated": generated[name]} for name, values in times.items()
+        name: {
+            "seconds": median(values),
+            "cpu_seconds": median(cpu_times[name]),
+            "prompts_generated": generated[name],
+        }
+        for name, values in times.items()
     }
     model_result["speedup"] = model_result["all_turns"]["seconds"] / model_result["early_stopping"]["seconds"]
+    model_result["cpu_speedup"] = (
+        model_result["all_turns"]["cpu_seconds"] / model_result["early_stopping"]["cpu_seconds"]
+    )
     result["model_generator"] = model_result
     return result
 
@@ -448,6 +468,8 @@ def run(settings: Settings, architectures: Sequence[str], seed: int) -> dict[str
             "supervised": supervised,
             "refiner_over_supervised": refiner["step"] / supervised["step"],
             "per_example_over_refiner": loop["step"] / refiner["step"],
+            "refiner_over_supervised_cpu": refiner["step_cpu"] / supervised["step_cpu"],
+            "per_example_over_refiner_cpu": loop["step_cpu"] / refiner["step_cpu"],
         }
         print(
             f"  k={k} T={turns}: REFINER {refiner['step']:.3f} s, per-example loop {loop['step']:.3f} s, "
@@ -458,6 +480,10 @@ def run(settings: Settings, architectures: Sequence[str], seed: int) -> dict[str
         entry["inference"] = inference_cost(task, model, tokenizer, inference_rows, arch_settings, seed)
         results[architecture] = entry
     return results
+
+
+def _cpu(value: dict[str, Any], key: str = "step_cpu") -> str:
+    return f"{value[key]:.3f}" if key in value else "–"
 
 
 def format_markdown(data: dict[str, Any]) -> str:
@@ -472,8 +498,10 @@ def format_markdown(data: dict[str, Any]) -> str:
         "",
         f"Batch {settings['batch_size']} MWP prompts ({next(iter(results.values()))['data']} data), oracle critic, "
         f"random weights (so every sampled hypothesis runs to max_new_tokens). Medians over {settings['repeats']} "
-        f"steps after {settings['warmup']} warm-up step(s). Times in seconds; overhead = step / (generate + critique "
-        "+ forward + backward + optimizer).",
+        f"steps after {settings['warmup']} warm-up step(s). Times in seconds. `step` is wall time from the Trainer's "
+        "`on_step_begin` to its `on_step_end`, `step CPU` the process's CPU time over the same span (with one torch "
+        "thread, close to the wall time on a quiet machine); overhead = step / (generate + critique + forward + "
+        "backward + optimizer), all wall times of the same step.",
         "",
     ]
     for architecture, entry in results.items():
@@ -482,13 +510,14 @@ def format_markdown(data: dict[str, Any]) -> str:
             f"{entry['max_new_tokens']}, mean prompt {entry['mean_prompt_tokens']:.0f} tokens",
             "",
         ]
-        header = ["k", "T", "k·T", "step", *PARTS, "overhead"]
+        header = ["k", "T", "k·T", "step", "step CPU", *PARTS, "overhead"]
         rows = [
             [
                 g["k"],
                 g["turns"],
                 g["k"] * g["turns"],
                 f"{g['step']:.3f}",
+                _cpu(g),
                 *[f"{g[p]:.3f}" for p in PARTS],
                 f"{g['overhead']:.3f}",
             ]
@@ -502,32 +531,32 @@ def format_markdown(data: dict[str, Any]) -> str:
             "",
         ]
         c = entry["comparison"]
+        r, sup, loop = c["refiner"], c["supervised"], c["per_example_loop"]
+
+        def ratio(key: str, c: dict[str, Any] = c) -> str:
+            return f"{c[key]:.2f}" if key in c else "–"
+
         lines += [
-            f"Same batch, k={c['k']}, T={c['turns']}:",
+            f"Same model and batch, k={c['k']}, T={c['turns']}:",
             "",
             markdown_table(
-                ["trainer", "step (s)", "generate (s)", "overhead", "ratio"],
+                ["trainer", "step", "step CPU", "generate", "overhead", "ratio (wall)", "ratio (CPU)"],
                 [
-                    [
-                        "RefinerTrainer",
-                        f"{c['refiner']['step']:.3f}",
-                        f"{c['refiner']['generate']:.3f}",
-                        f"{c['refiner']['overhead']:.3f}",
-                        "1",
-                    ],
-                    [
-                        f"{c['supervised']['trainer']} (supervised, same model and batch)",
-                        f"{c['supervised']['step']:.3f}",
-                        "–",
-                        "–",
+                    ["RefinerTrainer", f"{r['step']:.3f}", _cpu(r), f"{r['generate']:.3f}", f"{r['overhead']:.3f}"]
+                    + ["1", "1"],
+                    [f"{sup['trainer']} (`train_supervised`)", f"{sup['step']:.3f}", _cpu(sup), "–", "–"]
+                    + [
                         f"REFINER / supervised = {c['refiner_over_supervised']:.2f}",
+                        ratio("refiner_over_supervised_cpu"),
                     ],
                     [
                         "per-example loop (authors' style)",
-                        f"{c['per_example_loop']['step']:.3f}",
-                        f"{c['per_example_loop']['generate']:.3f}",
-                        f"{c['per_example_loop']['overhead']:.3f}",
+                        f"{loop['step']:.3f}",
+                        _cpu(loop),
+                        f"{loop['generate']:.3f}",
+                        f"{loop['overhead']:.3f}",
                         f"per-example / REFINER = {c['per_example_over_refiner']:.2f}",
+                        ratio("per_example_over_refiner_cpu"),
                     ],
                 ],
             ),
@@ -535,23 +564,36 @@ def format_markdown(data: dict[str, Any]) -> str:
         ]
         inference = entry["inference"]
         work, timed = inference["function_generator"], inference["model_generator"]
+        early, full = timed["early_stopping"], timed["all_turns"]
         lines += [
-            f"Inference, {inference['rows']} prompts, T={inference['turns']}, p={inference['p']}:",
+            f"Inference (`refine`), {inference['rows']} prompts, T={inference['turns']}, p={inference['p']}:",
             "",
             markdown_table(
-                ["generator", "early stopping", "all T turns", "ratio"],
+                ["generator", "early stopping", "all T turns", "all / early"],
                 [
                     [
-                        "function, right with prob. p + oracle (texts generated)",
+                        "function, right with prob. p, + oracle: texts generated",
                         work["early_stopping"]["prompts_generated"],
                         work["all_turns"]["prompts_generated"],
                         f"{work['generated_ratio']:.2f} (expected {work['expected_generated_ratio']:.2f})",
                     ],
                     [
-                        "model, greedy + critic accepting with prob. p (seconds)",
-                        f"{timed['early_stopping']['seconds']:.3f}",
-                        f"{timed['all_turns']['seconds']:.3f}",
+                        "model (greedy) + critic accepting with prob. p: texts generated",
+                        early["prompts_generated"],
+                        full["prompts_generated"],
+                        f"{full['prompts_generated'] / early['prompts_generated']:.2f}",
+                    ],
+                    [
+                        "model (greedy) + critic accepting with prob. p: wall seconds",
+                        f"{early['seconds']:.3f}",
+                        f"{full['seconds']:.3f}",
                         f"{timed['speedup']:.2f}",
+                    ],
+                    [
+                        "model (greedy) + critic accepting with prob. p: CPU seconds",
+                        _cpu(early, "cpu_seconds"),
+                        _cpu(full, "cpu_seconds"),
+                        f"{timed['cpu_speedup']:.2f}" if "cpu_speedup" in timed else "–",
                     ],
                 ],
             ),
@@ -561,34 +603,34 @@ def format_markdown(data: dict[str, Any]) -> str:
 
 
 def plot(data: dict[str, Any], path: Path) -> Path:
-    """Step time against k·T (one line per architecture and T), and the parts of each step."""
+    """Step time (wall and CPU) against k·T, one line per architecture and T; and the parts of each step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = data["results"]
-    figure, axes = plt.subplots(1, 1 + len(results), figsize=(4.2 * (1 + len(results)), 3.4), dpi=90)
+    figure, axes = plt.subplots(1, 2 + len(results), figsize=(3.6 * (2 + len(results)), 3.4), dpi=80)
     markers = {1: "o", 2: "s", 3: "^", 4: "D"}
-    for architecture, entry in results.items():
-        by_turns: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for g in entry["grid"]:
-            by_turns[g["turns"]].append(g)
-        for turns, grid in sorted(by_turns.items()):
-            grid = sorted(grid, key=lambda g: g["k"])
-            axes[0].plot(
-                [g["k"] * turns for g in grid],
-                [g["step"] for g in grid],
-                marker=markers.get(turns, "x"),
-                linestyle="-" if architecture == "seq2seq" else "--",
-                label=f"{architecture}, T={turns}",
-            )
-    axes[0].set_xlabel("k · T (hypotheses sampled per example and step)")
-    axes[0].set_ylabel("step time (s)")
-    axes[0].set_title("REFINER step time", fontsize=9)
-    axes[0].grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
-    for axis, (architecture, entry) in zip(axes[1:], results.items()):
+    for axis, key, title in ((axes[0], "step", "step wall time (s)"), (axes[1], "step_cpu", "step CPU time (s)")):
+        for architecture, entry in results.items():
+            by_turns: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for g in entry["grid"]:
+                by_turns[g["turns"]].append(g)
+            for turns, grid in sorted(by_turns.items()):
+                grid = sorted(grid, key=lambda g: g["k"])
+                axis.plot(
+                    [g["k"] * turns for g in grid],
+                    [g.get(key, float("nan")) for g in grid],
+                    marker=markers.get(turns, "x"),
+                    linestyle="-" if architecture == "seq2seq" else "--",
+                    label=f"{architecture}, T={turns}",
+                )
+        axis.set_xlabel("k · T (hypotheses per example and step)")
+        axis.set_title(title, fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6)
+    for axis, (architecture, entry) in zip(axes[2:], results.items()):
         grid = entry["grid"]
         bottom = [0.0] * len(grid)
         for part in PARTS:
@@ -598,7 +640,7 @@ def plot(data: dict[str, Any], path: Path) -> Path:
         axis.set_xticks(range(len(grid)))
         axis.set_xticklabels([f"{g['k']},{g['turns']}" for g in grid], fontsize=6, rotation=90)
         axis.set_xlabel("k, T")
-        axis.set_title(f"{architecture}: parts of a step (s)", fontsize=9)
+        axis.set_title(f"{architecture}: parts of a step (wall s)", fontsize=9)
         axis.legend(fontsize=6)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
