@@ -12,16 +12,22 @@ For each task (MWP, sNLR), architecture (seq2seq, causal) and seed, one pipeline
    `warm_steps + refiner_steps` optimizer steps with the same batch size, learning rate and seed;
 5. a tiny critic of the same architecture trained with `train_supervised` on `task.build_critic_dataset(train)`;
 6. evaluation with `evaluation.evaluate_refinement` on the same evaluation rows: the baseline alone, REFINER alone
-   (turn 0), REFINER + trained critic (T=3), REFINER + oracle critic (T=3), and two diagnostics: the baseline +
-   oracle critic, and REFINER with a critic that takes the trained critic's error / no-error *decision* but the
-   oracle's *text* (separates detection from description); plus `critic_eval.evaluate_critic` on held-out critic
-   data and the trained critic's verdicts on REFINER's own turn-0 hypotheses against the oracle's.
+   (turn 0), REFINER + trained critic (T=3), REFINER + oracle critic (T=3), and diagnostics: the most frequent
+   training answer for every row, the baseline + oracle critic, and REFINER with a critic that takes the trained
+   critic's error / no-error *decision* but the oracle's *text* (separates detection from description); plus
+   `critic_eval.evaluate_critic` on held-out critic data and the trained critic's verdicts on REFINER's own turn-0
+   hypotheses against the oracle's.
+
+REFINER samples k = 1 hypothesis per example and turn by default: the trainer picks one of its k samples at random
+(or the first), and the samples are i.i.d., so the pick is distributed as one sample whatever k is; k > 1 would only
+cost time. Generation gets at least as many new tokens as the 99th percentile of the training completions.
 
 Results are written after every pipeline (`learning.json`), so a cut-short run keeps what it finished; `--resume`
-skips the pipelines already there. At the end: `learning.md` (tables) and `learning.png` (plot).
+skips the pipelines already there. At the end: `learning.md` (tables) and `learning.png` (plot). docs/benchmarks.md
+has the numbers of a full run and what they mean.
 
-    python benchmarks/learning.py --quick                      # a few minutes; CI runs it
-    python benchmarks/learning.py --workers 2 --threads 1      # the full run (3 seeds x 2 archs x 2 tasks)
+    python benchmarks/learning.py --quick     # a few minutes; CI runs it
+    python benchmarks/learning.py             # the full run: 3 seeds x 2 archs x 2 tasks, 2 processes x 1 thread
 """
 
 from __future__ import annotations
@@ -327,6 +333,7 @@ def run_pipeline(
                 num_hypotheses=settings.num_hypotheses,
                 num_refinement_turns=settings.num_refinement_turns,
                 max_new_tokens=max_new_tokens,
+                explore_last_turn=True,  # for the last turn's no_error log; the loss is the same without it
             )
             trainer = _train(
                 RefinerTrainer(
@@ -600,6 +607,11 @@ def plot(data: dict[str, Any], path: Path) -> Path:
         stds = [100 * (entry[row]["std"] if entry[row]["std"] == entry[row]["std"] else 0) for entry in summary]
         positions = [j + (i - (len(ROWS) - 1) / 2) * width for j in range(len(summary))]
         axes.bar(positions, means, width, yerr=stds, capsize=2, label=label)
+    for j, entry in enumerate(summary):
+        majority = entry.get("majority", {}).get("mean", float("nan"))
+        if majority == majority:
+            label = "most frequent training answer" if j == 0 else None
+            axes.hlines(100 * majority, j - 0.45, j + 0.45, colors="black", linestyles="dotted", label=label)
     axes.set_xticks(range(len(summary)))
     axes.set_xticklabels([f"{e['task']}\n{e['architecture']}" for e in summary])
     axes.set_ylabel("equation / inference-rule accuracy (%)")

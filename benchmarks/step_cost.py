@@ -11,7 +11,8 @@ the MWP data (the release's when present, else synthetic), measured in one proce
 2. **Comparisons** at one (k, T): REFINER's step against a supervised step on the same model and batch
    (`supervised.train_supervised`: TRL's SFTTrainer for causal models, transformers' Seq2SeqTrainer for
    encoder-decoders), and against a per-example loop (a `RefinerTrainer` subclass, written here, whose exploration
-   generates, picks, critiques and builds the refine prompt one example at a time, as the authors' code does).
+   generates, picks, critiques and builds the refine prompt one example at a time, as the authors' code does), and
+   against itself with `explore_last_turn=True` (sampling and critiquing in the last turn too, for its logs only).
 3. **Inference**: `refine` with early stopping against running all T turns for all examples, with a function
    generator that is right with probability p and the oracle critic (work counted), and with the model (greedy)
    and a critic that accepts with probability p (time measured).
@@ -19,7 +20,7 @@ the MWP data (the release's when present, else synthetic), measured in one proce
 Every number is a median over `--repeats` measured steps (after `--warmup` unmeasured ones).
 
     python benchmarks/step_cost.py --quick          # about a minute; CI runs it
-    python benchmarks/step_cost.py --threads 2      # the full run
+    python benchmarks/step_cost.py --threads 1      # the full run (docs/benchmarks.md has its numbers)
 """
 
 from __future__ import annotations
@@ -216,6 +217,7 @@ def per_example_trainer_class() -> type:
             metrics = self._metrics[mode]
             pick_rng = self._pick_generator(mode)
             turn_prompts = [list(prompts)]
+            num_explored = args.num_refinement_turns - (0 if args.explore_last_turn else 1)
             generate_time = critique_time = 0.0
             was_training = model.training
             with unwrap_model_for_generation(
@@ -225,7 +227,7 @@ def per_example_trainer_class() -> type:
                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
             ) as generator:
                 generator.eval()
-                for turn in range(args.num_refinement_turns):
+                for turn in range(num_explored):
                     next_prompts, accepted = [], []
                     for prompt, current, reference in zip(prompts, turn_prompts[-1], references):
                         start = time.perf_counter()
@@ -270,8 +272,9 @@ def refiner_step(
     turns: int,
     seed: int,
     scratch: str,
+    **config: Any,
 ) -> dict[str, Any]:
-    """Train `warmup + repeats` REFINER steps and return the medians of `step_parts`."""
+    """Train `warmup + repeats` REFINER steps (`config`: more `RefinerConfig` fields) and return `step_parts`."""
     from refiner_trl import RefinerConfig
 
     timer = StepTimer()
@@ -280,6 +283,7 @@ def refiner_step(
         num_hypotheses=k,
         num_refinement_turns=turns,
         max_new_tokens=settings.max_new_tokens,
+        **config,
     )
     trainer = trainer_class(model, args, critic=critic, train_dataset=rows, processing_class=tokenizer)
     return step_parts(_train(trainer, timer), timer, settings.warmup)
@@ -459,17 +463,24 @@ def run(settings: Settings, architectures: Sequence[str], seed: int) -> dict[str
             loop = refiner_step(
                 per_example, copy.deepcopy(model), tokenizer, rows, oracle, arch_settings, k, turns, seed, scratch
             )
+            last_turn = refiner_step(
+                RefinerTrainer, copy.deepcopy(model), tokenizer, rows, oracle, arch_settings, k, turns, seed, scratch,
+                explore_last_turn=True,
+            )  # fmt: skip
             supervised = supervised_step(copy.deepcopy(model), tokenizer, rows, arch_settings, seed, scratch)
         entry["comparison"] = {
             "k": k,
             "turns": turns,
             "refiner": refiner,
             "per_example_loop": loop,
+            "explore_last_turn": last_turn,
             "supervised": supervised,
             "refiner_over_supervised": refiner["step"] / supervised["step"],
             "per_example_over_refiner": loop["step"] / refiner["step"],
             "refiner_over_supervised_cpu": refiner["step_cpu"] / supervised["step_cpu"],
             "per_example_over_refiner_cpu": loop["step_cpu"] / refiner["step_cpu"],
+            "explore_last_turn_over_refiner": last_turn["step"] / refiner["step"],
+            "explore_last_turn_over_refiner_cpu": last_turn["step_cpu"] / refiner["step_cpu"],
         }
         print(
             f"  k={k} T={turns}: REFINER {refiner['step']:.3f} s, per-example loop {loop['step']:.3f} s, "
@@ -532,6 +543,7 @@ def format_markdown(data: dict[str, Any]) -> str:
         ]
         c = entry["comparison"]
         r, sup, loop = c["refiner"], c["supervised"], c["per_example_loop"]
+        last_turn = c.get("explore_last_turn")
 
         def ratio(key: str, c: dict[str, Any] = c) -> str:
             return f"{c[key]:.2f}" if key in c else "–"
@@ -558,6 +570,21 @@ def format_markdown(data: dict[str, Any]) -> str:
                         f"per-example / REFINER = {c['per_example_over_refiner']:.2f}",
                         ratio("per_example_over_refiner_cpu"),
                     ],
+                    *(
+                        [
+                            [
+                                "RefinerTrainer, `explore_last_turn=True`",
+                                f"{last_turn['step']:.3f}",
+                                _cpu(last_turn),
+                                f"{last_turn['generate']:.3f}",
+                                f"{last_turn['overhead']:.3f}",
+                                f"last turn explored / REFINER = {c['explore_last_turn_over_refiner']:.2f}",
+                                ratio("explore_last_turn_over_refiner_cpu"),
+                            ]
+                        ]
+                        if last_turn
+                        else []
+                    ),
                 ],
             ),
             "",
@@ -626,7 +653,7 @@ def plot(data: dict[str, Any], path: Path) -> Path:
                     linestyle="-" if architecture == "seq2seq" else "--",
                     label=f"{architecture}, T={turns}",
                 )
-        axis.set_xlabel("k · T (hypotheses per example and step)")
+        axis.set_xlabel("k · T (k · (T−1) samples per example)", fontsize=8)
         axis.set_title(title, fontsize=9)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6)

@@ -46,13 +46,19 @@ class RefinerConfig(TrainingArguments):
 
         num_refinement_turns (`int`, *optional*, defaults to `3`):
             T, the number of turns per batch. Turn 0 sees the dataset prompt; turn t > 0 sees the refine prompt built
-            from turn t - 1's picked hypothesis and its feedback. Each turn adds a cross-entropy term and explores.
+            from turn t - 1's picked hypothesis and its feedback. Each turn adds a cross-entropy term; every turn but
+            the last explores (see `explore_last_turn`).
         num_hypotheses (`int`, *optional*, defaults to `4`):
             k, the number of hypotheses sampled per example and turn, in one batched `generate` call per turn.
         hypothesis_selection (`str`, *optional*, defaults to `"random"`):
             How one of the k hypotheses is picked for critique: `"random"` (the paper; seeded from `seed`, the global
             step, the micro-batch and the process index, so that picks are reproducible and survive resuming) or
             `"first"`.
+        explore_last_turn (`bool`, *optional*, defaults to `False`):
+            Also sample and critique in the last turn. No turn follows it, so nothing of it reaches the loss: it only
+            adds the logs `turn_{T-1}/no_error` and `turn_{T-1}/distinct_hypotheses` (how often the last turn's
+            samples are right on training prompts), for 1/T more generation. With T = 1 and the default, a step
+            samples nothing and is supervised fine-tuning.
         refine_template (`str`, *optional*, defaults to [`~refiner_trl.templates.REFINE_TEMPLATE`]):
             The prompt of a refine turn, with the placeholders `{prompt}` (the dataset prompt), `{hypothesis}` (the
             picked hypothesis) and `{feedback}` (the critic's feedback on it).
@@ -106,6 +112,10 @@ class RefinerConfig(TrainingArguments):
     hypothesis_selection: str = field(
         default="random",
         metadata={"help": "How one hypothesis is picked for critique.", "choices": list(SELECTION_STRATEGIES)},
+    )
+    explore_last_turn: bool = field(
+        default=False,
+        metadata={"help": "Also sample and critique in the last turn, for its turn_{T-1}/* logs only."},
     )
     refine_template: str = field(
         default=REFINE_TEMPLATE,

@@ -41,9 +41,10 @@ class RefinerTrainer(_BaseTrainer):
     Trainer for REFINER, from [REFINER: Reasoning Feedback on Intermediate
     Representations](https://huggingface.co/papers/2304.01904).
 
-    For every batch and each of the T = `num_refinement_turns` turns, the trainer samples k = `num_hypotheses`
-    hypotheses for the turn's prompts in one batched `generate` call, picks one per example, asks the critic for
-    feedback on all picked hypotheses in one batched call, and builds the next turn's prompt from `refine_template`.
+    For every batch and each of the T = `num_refinement_turns` turns but the last, the trainer samples
+    k = `num_hypotheses` hypotheses for the turn's prompts in one batched `generate` call, picks one per example, asks
+    the critic for feedback on all picked hypotheses in one batched call, and builds the next turn's prompt from
+    `refine_template` (the last turn builds no prompt, so it explores only with `explore_last_turn`).
     The loss is the cross-entropy of the gold completion given each turn's prompt (turn 0: the dataset prompt),
     computed for all turns in one forward pass and combined as `turn_loss_aggregation` says. The model's weights do
     not change within a step, so this equals the paper's interleaved loop.
@@ -207,12 +208,16 @@ class RefinerTrainer(_BaseTrainer):
     def _explore(
         self, model: torch.nn.Module, prompts: list[str], references: list[str], mode: str
     ) -> list[list[str]]:
-        """Run the T turns of exploration and return each turn's prompts (turn 0: the dataset prompts)."""
+        """Explore T - 1 turns (T with `explore_last_turn`) and return each turn's prompts (turn 0: the dataset's)."""
         args, k = self.args, self.args.num_hypotheses
         metrics = self._metrics[mode]
-        pick_rng = self._pick_generator(mode)
         turn_prompts = [list(prompts)]
-        generate_time = critique_time = 0.0
+        num_explored = args.num_refinement_turns - (0 if args.explore_last_turn else 1)
+        metrics["time/generate"].append(0.0)
+        metrics["time/critique"].append(0.0)
+        pick_rng = self._pick_generator(mode)  # also tracks the (step, micro-batch) position that errors name
+        if num_explored == 0:
+            return turn_prompts
         was_training = model.training
         with unwrap_model_for_generation(
             model,
@@ -221,7 +226,7 @@ class RefinerTrainer(_BaseTrainer):
             gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
         ) as generator:
             generator.eval()
-            for turn in range(args.num_refinement_turns):
+            for turn in range(num_explored):
                 start = time.perf_counter()
                 hypotheses, _ = generate_texts(
                     generator,
@@ -235,14 +240,14 @@ class RefinerTrainer(_BaseTrainer):
                     top_p=args.top_p,
                     top_k=args.top_k,
                 )
-                generate_time += time.perf_counter() - start
+                metrics["time/generate"][-1] += time.perf_counter() - start
                 groups = [hypotheses[i * k : (i + 1) * k] for i in range(len(prompts))]
                 picked = [group[j] for group, j in zip(groups, self._pick(len(groups), pick_rng))]
 
                 start = time.perf_counter()
                 where = f" (global step {self.state.global_step}, turn {turn})"
                 feedback = checked_critique(self.critic, prompts, picked, references, where=where)
-                critique_time += time.perf_counter() - start
+                metrics["time/critique"][-1] += time.perf_counter() - start
 
                 metrics[f"turn_{turn}/no_error"].append(float(np.mean([is_no_error(f) for f in feedback])))
                 metrics[f"turn_{turn}/distinct_hypotheses"].append(float(np.mean([len(set(g)) / k for g in groups])))
@@ -254,8 +259,6 @@ class RefinerTrainer(_BaseTrainer):
                         ]
                     )
         model.train(was_training)
-        metrics["time/generate"].append(generate_time)
-        metrics["time/critique"].append(critique_time)
         return turn_prompts
 
     def _turn_losses(

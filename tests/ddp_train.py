@@ -30,7 +30,7 @@ def main(output_dir: Path) -> None:
         per_device_train_batch_size=4,
         max_steps=2,
         num_hypotheses=4,
-        num_refinement_turns=2,
+        num_refinement_turns=3,
         max_new_tokens=4,
         logging_steps=1,
         report_to=[],

@@ -87,8 +87,11 @@ def test_step_cost_quick(tmp_path):
             assert cell["measured_steps"] >= 1
             assert all(math.isfinite(cell[name]) for name in ("step", "generate", "forward", "backward", "optimizer"))
             assert cell["step"] > 0 and cell["overhead"] >= 0.5
+            if cell["turns"] == 1:  # the only turn is the last: nothing is sampled or critiqued by default
+                assert cell["generate"] == 0.0 and cell["critique"] == 0.0
         comparison = entry["comparison"]
         assert comparison["refiner_over_supervised"] > 0 and comparison["per_example_over_refiner"] > 0
+        assert comparison["explore_last_turn"]["generate"] > comparison["refiner"]["generate"] > 0
         inference = entry["inference"]
         # Early stopping never generates more than running all turns.
         work = inference["function_generator"]

@@ -29,7 +29,7 @@ def test_two_processes_train_with_ddp_and_draw_different_picks(tmp_path):
     records = [json.loads((tmp_path / f"process_{i}.json").read_text()) for i in range(2)]
     assert [r["process_index"] for r in records] == [0, 1]
     assert all(r["num_processes"] == 2 and r["distributed_type"] == "DistributedType.MULTI_CPU" for r in records)
-    assert all(len(r["picks"]) == 2 * 2 for r in records)  # 2 steps × 2 turns
+    assert all(len(r["picks"]) == 2 * 2 for r in records)  # 2 steps × 2 explored turns (T = 3)
     assert records[0]["picks"] != records[1]["picks"]
     # Logged losses are reduced across processes, so both processes log the same values.
     assert records[0]["losses"] == pytest.approx(records[1]["losses"])

@@ -23,6 +23,9 @@ def test_readme_names_the_commands_that_exist():
         "recipes/train_generator.py",
         "recipes/train_critic.py",
         "recipes/evaluate.py",
+        "benchmarks/step_cost.py",
+        "benchmarks/learning.py",
+        "docs/benchmarks.md",
     ):
         assert script in text and (root / script).is_file(), script
     assert "python -m pytest -q" in text

@@ -190,9 +190,10 @@ def test_resume_after_a_kill_while_checkpointing_matches_an_uninterrupted_run(tm
     for step in (2, 3):
         assert losses_c[step] == pytest.approx(losses_a[step], abs=1e-6), step
     assert run_c.picks == [pick for pick in run_a.picks if pick[0] >= 1]  # same picks, same steps, same turns
-    # Steps 2-3 are critic calls 2-5 (two turns a step): same sampled hypotheses, same noisy feedback.
-    assert critic_c.hypotheses == critic_a.hypotheses[2:]
-    assert critic_c.feedback == critic_a.feedback[2:]
+    # Steps 2-3 are critic calls 1-2 (T = 2: one explored turn a step): same sampled hypotheses, same noisy feedback.
+    assert len(critic_a.hypotheses) == 3 and len(critic_c.hypotheses) == 2
+    assert critic_c.hypotheses == critic_a.hypotheses[1:]
+    assert critic_c.feedback == critic_a.feedback[1:]
     assert is_complete_checkpoint(partial)  # written again, in full, by the resumed run
 
 
@@ -317,7 +318,7 @@ def test_a_failing_critic_stops_the_run_naming_the_step_and_leaves_checkpoints_w
     """Checkpoints are saved after every step; the failing step leaves none, and the earlier ones stay whole."""
     trainer = RefinerTrainer(
         tiny_model(tokenizer),
-        make_args(tmp_path, max_steps=3, save_strategy="steps", save_steps=1),
+        make_args(tmp_path, max_steps=3, save_strategy="steps", save_steps=1, num_refinement_turns=3),
         critic=OracleCritic(),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -381,7 +382,7 @@ def test_an_endpoint_critic_that_times_out_is_retried_then_named(tmp_path, rows,
         generator = OpenAIChatGenerator("critic-llm", base_url=server.base_url, timeout=0.2, max_retries=1, backoff=0)
         trainer = RefinerTrainer(
             tiny_model(tokenizer),
-            make_args(tmp_path, max_steps=1, num_refinement_turns=1, num_hypotheses=1),
+            make_args(tmp_path, max_steps=1, num_refinement_turns=2, num_hypotheses=1),
             critic=EndpointCritic(generator),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,

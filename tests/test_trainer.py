@@ -71,8 +71,10 @@ def test_loop_feeds_feedback_into_refine_turns(tiny, tmp_path):
     trainer.train()
 
     batch, turns, steps = args.per_device_train_batch_size, args.num_refinement_turns, args.max_steps
-    # One batched critique per turn: batch_size × T hypotheses per step, decoded text, with the gold references.
-    assert len(critic.calls) == steps * turns
+    # One batched critique per explored turn (all but the last): batch_size hypotheses each, decoded text, with the
+    # gold references.
+    explored = turns - 1
+    assert len(critic.calls) == steps * explored
     assert all(len(hypotheses) == batch for _, hypotheses, _ in critic.calls)
     assert all(isinstance(h, str) for _, hypotheses, _ in critic.calls for h in hypotheses)
     gold = {r["prompt"]: r["completion"] for r in rows}
@@ -83,15 +85,35 @@ def test_loop_feeds_feedback_into_refine_turns(tiny, tmp_path):
         assert input_ids.shape[0] == batch * turns
         refine_rows = tokenizer.batch_decode(input_ids[batch:], skip_special_tokens=True)
         for text, feedback, hypothesis in zip(
-            refine_rows, critic.feedback[step * turns], critic.calls[step * turns][1]
+            refine_rows, critic.feedback[step * explored], critic.calls[step * explored][1]
         ):
             assert f"Feedback: {feedback}" in text
             assert f"Previous answer: {hypothesis}" in text
 
     logged = {key for entry in trainer.state.log_history for key in entry}
-    for key in ("turn_0/loss", "turn_1/loss", "turn_1/no_error", "turn_0/distinct_hypotheses", "time/generate"):
+    for key in ("turn_0/loss", "turn_1/loss", "turn_0/no_error", "turn_0/distinct_hypotheses", "time/generate"):
         assert key in logged
     assert {"time/critique", "time/forward_backward", "truncated_prompts"} <= logged
+    assert "turn_1/no_error" not in logged  # the last turn builds no prompt, so it is not explored
+
+
+@pytest.mark.parametrize(("turns", "explore_last_turn"), [(1, False), (1, True), (2, True)])
+def test_the_last_turn_is_explored_only_when_asked(tiny, tmp_path, turns, explore_last_turn):
+    model, tokenizer, rows = tiny
+    critic = RecordingCritic()
+    args = make_args(tmp_path, max_steps=2, num_refinement_turns=turns, explore_last_turn=explore_last_turn)
+    trainer = RefinerTrainer(
+        model, args, critic=critic, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    trainer.train()
+
+    explored = turns if explore_last_turn else turns - 1
+    assert len(critic.calls) == args.max_steps * explored
+    logged = [entry for entry in trainer.state.log_history if "turn_0/loss" in entry]
+    assert len(logged) == args.max_steps
+    for entry in logged:
+        assert (f"turn_{turns - 1}/no_error" in entry) == explore_last_turn
+        assert (entry["time/generate"] > 0) == (explored > 0)
 
 
 def run_with_seed(tiny_rows, tokenizer, architecture, tmp_path, seed):
