@@ -333,7 +333,7 @@ def run_pipeline(
                 num_hypotheses=settings.num_hypotheses,
                 num_refinement_turns=settings.num_refinement_turns,
                 max_new_tokens=max_new_tokens,
-                explore_last_turn=True,  # for the last turn's no_error log; the loss is the same without it
+                explore_last_turn=True,  # for the last turn's no_error log; the loss is defined the same without it
             )
             trainer = _train(
                 RefinerTrainer(

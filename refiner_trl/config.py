@@ -57,8 +57,8 @@ class RefinerConfig(TrainingArguments):
         explore_last_turn (`bool`, *optional*, defaults to `False`):
             Also sample and critique in the last turn. No turn follows it, so nothing of it reaches the loss: it only
             adds the logs `turn_{T-1}/no_error` and `turn_{T-1}/distinct_hypotheses` (how often the last turn's
-            samples are right on training prompts), for 1/T more generation. With T = 1 and the default, a step
-            samples nothing and is supervised fine-tuning.
+            samples are right on training prompts), for one more `generate` call a step on top of T - 1. With T = 1
+            and the default, a step samples nothing and is supervised fine-tuning.
         refine_template (`str`, *optional*, defaults to [`~refiner_trl.templates.REFINE_TEMPLATE`]):
             The prompt of a refine turn, with the placeholders `{prompt}` (the dataset prompt), `{hypothesis}` (the
             picked hypothesis) and `{feedback}` (the critic's feedback on it).

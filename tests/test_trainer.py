@@ -116,6 +116,25 @@ def test_the_last_turn_is_explored_only_when_asked(tiny, tmp_path, turns, explor
         assert (entry["time/generate"] > 0) == (explored > 0)
 
 
+@pytest.mark.parametrize("turns", [1, 2])
+def test_evaluation_computes_the_multi_turn_loss_and_explores_like_training(tiny, tmp_path, turns):
+    model, tokenizer, rows = tiny
+    critic = RecordingCritic()
+    dataset = Dataset.from_list(rows)
+    args = make_args(tmp_path, num_refinement_turns=turns, per_device_eval_batch_size=4)
+    trainer = RefinerTrainer(
+        model, args, critic=critic, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer
+    )
+    metrics = trainer.evaluate()
+
+    batches = -(-len(rows) // args.per_device_eval_batch_size)
+    assert len(critic.calls) == batches * (turns - 1)
+    turn_losses = [metrics[f"eval_turn_{t}/loss"] for t in range(turns)]
+    assert all(loss > 0 for loss in turn_losses)
+    assert metrics["eval_loss"] == pytest.approx(sum(turn_losses) / turns, rel=0.05)
+    assert ("eval_turn_0/no_error" in metrics) == (turns > 1)
+
+
 def run_with_seed(tiny_rows, tokenizer, architecture, tmp_path, seed):
     model = build_tiny_model(architecture, tokenizer, seed=0)
     args = make_args(tmp_path / str(seed), seed=seed)
