@@ -20,6 +20,7 @@ import torch
 
 from refiner_trl.evaluation import evaluate_refinement, format_table, standard_critics, write_report
 from refiner_trl.generators import ModelGenerator
+from refiner_trl.modeling import inference_device
 from refiner_trl.recipe_args import CriticArguments, TaskArguments
 from refiner_trl.recipes_common import parse_recipe_args
 
@@ -53,6 +54,9 @@ class EvaluateArguments:
             Show progress bars.
         trust_remote_code (`bool`, *optional*, defaults to `False`):
             Run modelling code from the models' repositories when loading them by name.
+        device (`str`, *optional*):
+            Where the generator and the trained critic run, e.g. `cuda:1`. Unset: the first CUDA GPU when there is
+            one, else the CPU.
         torch_num_threads (`int`, *optional*):
             `torch.set_num_threads` for the run. Unset: torch's default (all cores). `1` is much faster for tiny
             models on a CPU that other processes share.
@@ -69,6 +73,7 @@ class EvaluateArguments:
     title: str | None = field(default=None, metadata={"help": "Report heading and plot title."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repositories' code."})
+    device: str | None = field(default=None, metadata={"help": "Device of the models; unset: cuda if any, else cpu."})
     torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the run."})
 
 
@@ -80,6 +85,7 @@ def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: Eval
     """Load the generator and critics, evaluate, print the table and write the report; return the report's paths."""
     if eval_args.torch_num_threads is not None:
         torch.set_num_threads(eval_args.torch_num_threads)
+    device = inference_device(eval_args.device)
     task, _, rows = task_args.load()
     generator = ModelGenerator(
         eval_args.generator,
@@ -88,7 +94,10 @@ def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: Eval
         batch_size=eval_args.batch_size,
         trust_remote_code=eval_args.trust_remote_code,
     )
+    generator.model.to(device)
     trained = None if critic_args.critic == "oracle" else critic_args.build(task, eval_args.trust_remote_code)
+    if trained is not None:
+        trained.model.to(device)
     critics = standard_critics(task, trained)
     if not eval_args.oracle:
         critics.pop("oracle")

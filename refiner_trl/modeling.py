@@ -29,6 +29,17 @@ def is_encoder_decoder(model: PreTrainedModel) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
+def inference_device(device: str | None = None) -> torch.device:
+    """The device to run inference on: `device` when given (e.g. `"cuda:1"`), else the first CUDA GPU when there is
+    one, else the CPU. Raises `ValueError` naming `device` when torch does not know it."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device: {device!r} is not a torch device ({error})") from error
+
+
 def load_model_and_tokenizer(
     name_or_path: str, trust_remote_code: bool = False, **model_init_kwargs: Any
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -139,7 +139,7 @@ def test_evaluate_recipe_writes_table_json_and_png(tmp_path):
     config.write_text(
         "task: mwp\nsynthetic_train_size: 1\nsynthetic_eval_size: 6\n"
         f"generator: {generator}\ncritic: {critic}\ncritic_max_new_tokens: 8\nmax_new_tokens: 12\n"
-        f"output_dir: {tmp_path / 'out'}\nmax_turns: 2\nprogress: false\ntorch_num_threads: 1\n"
+        f"output_dir: {tmp_path / 'out'}\nmax_turns: 2\nprogress: false\ntorch_num_threads: 1\ndevice: cpu\n"
     )
     completed = subprocess.run(
         [sys.executable, "recipes/evaluate.py", "--config", str(config), "--oracle_max_turns", "3"],

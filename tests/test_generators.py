@@ -20,7 +20,7 @@ from refiner_trl.generators import (
     as_generator,
     checked_generate,
 )
-from refiner_trl.modeling import build_tiny_model, train_tokenizer
+from refiner_trl.modeling import build_tiny_model, inference_device, train_tokenizer
 
 SECRET = "sk-test-do-not-leak-1234"
 
@@ -74,6 +74,19 @@ def test_model_generator_chunks_by_batch_size(tiny_causal, monkeypatch):
     assert generator.num_truncated_prompts == 5  # every prompt is longer than 4 tokens
     with pytest.raises(ValueError, match="tokenizer"):
         ModelGenerator(model)
+
+
+def test_inference_device_prefers_a_gpu_and_names_a_bad_device(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert inference_device() == torch.device("cuda")
+    assert inference_device("cpu") == torch.device("cpu")
+    assert inference_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"device: 'gpu0' is not a torch device"):
+        inference_device("gpu0")
 
 
 def test_docstring_examples():
