@@ -205,7 +205,6 @@ def per_example_trainer_class() -> type:
 
     from refiner_trl import RefinerTrainer
     from refiner_trl.critics import checked_critique, is_no_error
-    from refiner_trl.modeling import generate_texts
     from refiner_trl.templates import render_refine_prompt
 
     class PerExampleRefinerTrainer(RefinerTrainer):
@@ -213,11 +212,11 @@ def per_example_trainer_class() -> type:
         def _explore(
             self, model: torch.nn.Module, prompts: list[str], references: list[str], mode: str
         ) -> list[list[str]]:
-            args, k = self.args, self.args.num_hypotheses
+            args = self.args
             metrics = self._metrics[mode]
             pick_rng = self._pick_generator(mode)
             turn_prompts = [list(prompts)]
-            num_explored = args.num_refinement_turns - (0 if args.explore_last_turn else 1)
+            num_explored = args.num_explored_turns
             generate_time = critique_time = 0.0
             was_training = model.training
             with unwrap_model_for_generation(
@@ -231,18 +230,7 @@ def per_example_trainer_class() -> type:
                     next_prompts, accepted = [], []
                     for prompt, current, reference in zip(prompts, turn_prompts[-1], references):
                         start = time.perf_counter()
-                        hypotheses, _ = generate_texts(
-                            generator,
-                            self.processing_class,
-                            [current],
-                            max_prompt_length=args.max_prompt_length,
-                            max_new_tokens=args.max_new_tokens,
-                            do_sample=True,
-                            num_return_sequences=k,
-                            temperature=args.temperature,
-                            top_p=args.top_p,
-                            top_k=args.top_k,
-                        )
+                        hypotheses = self._sample(generator, [current])
                         generate_time += time.perf_counter() - start
                         picked = hypotheses[self._pick(1, pick_rng)[0]]
                         start = time.perf_counter()

@@ -137,6 +137,11 @@ class RefinerConfig(TrainingArguments):
         default=True, metadata={"help": "Gather ZeRO-3 shards once for generation."}
     )
 
+    @property
+    def num_explored_turns(self) -> int:
+        """How many turns of a step sample and critique: T - 1, or T with `explore_last_turn`."""
+        return self.num_refinement_turns - (0 if self.explore_last_turn else 1)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.num_refinement_turns < 1:

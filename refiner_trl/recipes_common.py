@@ -432,12 +432,7 @@ def run_refiner(task_name: str | None = None, argv: Sequence[str] | None = None)
         eval_dataset=eval_rows if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model(args.output_dir)
-    if not recipe_args.evaluate_after_training:
-        return None
-    title = _title("REFINER", task, model_args, eval_rows)
-    return evaluate_and_report(trainer, task, eval_rows, recipe_args, critic_args, title)
+    return _train_save_and_report("REFINER", trainer, task, eval_rows, model_args, critic_args, recipe_args)
 
 
 def run_generator(argv: Sequence[str] | None = None) -> EvaluationResult | None:
@@ -460,9 +455,26 @@ def run_generator(argv: Sequence[str] | None = None) -> EvaluationResult | None:
     task, train_rows, eval_rows, model, tokenizer = _setup(task_args, model_args, recipe_args, args)
     eval_dataset = eval_rows if args.eval_strategy != "no" else None
     trainer = train_supervised(model, tokenizer, train_rows, args, eval_dataset=eval_dataset, train=False)
+    return _train_save_and_report(
+        "Warm-start generator", trainer, task, eval_rows, model_args, critic_args, recipe_args
+    )
+
+
+def _train_save_and_report(
+    kind: str,
+    trainer: Trainer,
+    task: Task,
+    eval_rows: Dataset,
+    model_args: ModelArguments,
+    critic_args: CriticArguments,
+    recipe_args: RecipeArguments,
+) -> EvaluationResult | None:
+    """The tail every training recipe shares: train (resuming when asked), save to `output_dir`, then evaluate and
+    report when `evaluate_after_training`."""
+    args = trainer.args
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
     if not recipe_args.evaluate_after_training:
         return None
-    title = _title("Warm-start generator", task, model_args, eval_rows)
+    title = _title(kind, task, model_args, eval_rows)
     return evaluate_and_report(trainer, task, eval_rows, recipe_args, critic_args, title)

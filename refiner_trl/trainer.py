@@ -212,7 +212,7 @@ class RefinerTrainer(_BaseTrainer):
         args, k = self.args, self.args.num_hypotheses
         metrics = self._metrics[mode]
         turn_prompts = [list(prompts)]
-        num_explored = args.num_refinement_turns - (0 if args.explore_last_turn else 1)
+        num_explored = args.num_explored_turns
         metrics["time/generate"].append(0.0)
         metrics["time/critique"].append(0.0)
         pick_rng = self._pick_generator(mode)  # also tracks the (step, micro-batch) position that errors name
@@ -228,18 +228,7 @@ class RefinerTrainer(_BaseTrainer):
             generator.eval()
             for turn in range(num_explored):
                 start = time.perf_counter()
-                hypotheses, _ = generate_texts(
-                    generator,
-                    self.processing_class,
-                    turn_prompts[-1],
-                    max_prompt_length=args.max_prompt_length,
-                    max_new_tokens=args.max_new_tokens,
-                    do_sample=True,
-                    num_return_sequences=k,
-                    temperature=args.temperature,
-                    top_p=args.top_p,
-                    top_k=args.top_k,
-                )
+                hypotheses = self._sample(generator, turn_prompts[-1])
                 metrics["time/generate"][-1] += time.perf_counter() - start
                 groups = [hypotheses[i * k : (i + 1) * k] for i in range(len(prompts))]
                 picked = [group[j] for group, j in zip(groups, self._pick(len(groups), pick_rng))]
@@ -260,6 +249,23 @@ class RefinerTrainer(_BaseTrainer):
                     )
         model.train(was_training)
         return turn_prompts
+
+    def _sample(self, generator: torch.nn.Module, prompts: list[str]) -> list[str]:
+        """k hypotheses per prompt in one `generate` call, with the exploration's sampling settings (prompt-major)."""
+        args = self.args
+        hypotheses, _ = generate_texts(
+            generator,
+            self.processing_class,
+            prompts,
+            max_prompt_length=args.max_prompt_length,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=True,
+            num_return_sequences=args.num_hypotheses,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+        )
+        return hypotheses
 
     def _turn_losses(
         self, model: torch.nn.Module, turn_prompts: list[list[str]], completions: list[str], mode: str

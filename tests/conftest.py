@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import random
 import string
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from refiner_trl import RefinerConfig  # noqa: E402
 from refiner_trl.modeling import build_tiny_model, train_tokenizer  # noqa: E402
 
 # Tiny models gain nothing from a second thread, and threads that wait on each other are slow on a shared CPU.
@@ -22,6 +26,41 @@ from refiner_trl.templates import REFINE_TEMPLATE  # noqa: E402
 
 ARCHITECTURES = ("seq2seq", "causal")
 CODE_WORDS = list(string.ascii_lowercase[:20])
+
+
+def quiet_refiner_config(output_dir: str | Path, **values) -> RefinerConfig:
+    """A CPU `RefinerConfig` that logs every step to the log history only and saves nothing, with `values` on top."""
+    defaults = {
+        "output_dir": str(output_dir),
+        "logging_steps": 1,
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    return RefinerConfig(**{**defaults, **values})
+
+
+class LocalEndpoint:
+    """An HTTP server on a free local port serving `handler` from a background thread.
+
+    `release` is set when the server closes, so a handler that waits on it never outlives the test.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.release = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
 
 
 def code_rows(n: int, seed: int, length: int = 3) -> list[dict[str, str]]:

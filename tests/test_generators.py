@@ -6,9 +6,10 @@ import doctest
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from conftest import LocalEndpoint
 
 import refiner_trl.generators as generators_module
 from refiner_trl.generators import (
@@ -96,14 +97,13 @@ def test_docstring_examples():
 # --- OpenAI-compatible endpoint -----------------------------------------------------------------------------------
 
 
-class FakeServer:
+class FakeServer(LocalEndpoint):
     """A local OpenAI-compatible server; `faults[n]` ("slow", "500", "429", "400" or "ok") shapes the n-th request."""
 
     def __init__(self, faults=()):
         self.faults = list(faults)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
-        self.release = threading.Event()  # set at shutdown, so a slow answer never outlives the test
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -138,16 +138,7 @@ class FakeServer:
                 except OSError:  # the client gave up on a slow answer
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ import logging
 import math
 import random
 import shutil
-import threading
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import code_rows, reveal_feedback, tokenizer_for
+from conftest import LocalEndpoint, code_rows, quiet_refiner_config, reveal_feedback, tokenizer_for
 from datasets import Dataset
 from transformers import TrainerCallback
 
@@ -53,21 +52,13 @@ def tiny_model(tokenizer, architecture: str = "causal", seed: int = 0):
 
 def make_args(output_dir: Path, **overrides) -> RefinerConfig:
     values = {
-        "output_dir": str(output_dir),
         "per_device_train_batch_size": 2,
         "max_steps": 2,
         "num_hypotheses": 2,
         "num_refinement_turns": 2,
         "max_new_tokens": 4,
-        "logging_steps": 1,
-        "report_to": [],
-        "use_cpu": True,
-        "save_strategy": "no",
-        "disable_tqdm": True,
-        "seed": 0,
     }
-    values.update(overrides)
-    return RefinerConfig(**values)
+    return quiet_refiner_config(output_dir, **{**values, **overrides})
 
 
 class OracleCritic:
@@ -334,12 +325,11 @@ def test_a_failing_critic_stops_the_run_naming_the_step_and_leaves_checkpoints_w
         assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == n
 
 
-class HangingServer:
+class HangingServer(LocalEndpoint):
     """An OpenAI-compatible endpoint that accepts requests and never answers (until closed)."""
 
     def __init__(self):
         self.requests = 0
-        self.release = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -351,16 +341,7 @@ class HangingServer:
                 server.requests += 1
                 server.release.wait()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 class EndpointCritic:

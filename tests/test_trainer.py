@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import code_rows, reveal_feedback, tokenizer_for
+from conftest import code_rows, quiet_refiner_config, reveal_feedback, tokenizer_for
 from datasets import Dataset
 
 from refiner_trl import CallableCritic, RefinerConfig, RefinerTrainer
@@ -39,21 +39,13 @@ class PickRecordingTrainer(RefinerTrainer):
 
 def make_args(tmp_path, **overrides) -> RefinerConfig:
     values = {
-        "output_dir": str(tmp_path / "out"),
         "per_device_train_batch_size": 4,
         "max_steps": 3,
         "num_hypotheses": 3,
         "num_refinement_turns": 2,
         "max_new_tokens": 6,
-        "logging_steps": 1,
-        "report_to": [],
-        "use_cpu": True,
-        "save_strategy": "no",
-        "disable_tqdm": True,
-        "seed": 0,
     }
-    values.update(overrides)
-    return RefinerConfig(**values)
+    return quiet_refiner_config(tmp_path / "out", **{**values, **overrides})
 
 
 def test_loop_feeds_feedback_into_refine_turns(tiny, tmp_path):
