@@ -88,9 +88,17 @@ def main(
     print(f"critic data ({task.name}): {len(critic_train)} training rows, {len(critic_eval)} held-out rows")
 
     texts = [f"{p} {c}" for p, c in zip(critic_train["prompt"], critic_train["completion"])]
-    model, tokenizer = model_args.load(texts, trust_remote_code=script_args.trust_remote_code, seed=training_args.seed)
+    model, tokenizer = model_args.load(
+        texts,
+        trust_remote_code=script_args.trust_remote_code,
+        seed=training_args.seed,
+        model_init_kwargs=training_args.model_init_kwargs,
+    )
     eval_dataset = critic_eval if training_args.eval_strategy != "no" else None
-    trainer = train_supervised(model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset)
+    peft_config = model_args.peft_config(model)
+    trainer = train_supervised(
+        model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset, peft_config=peft_config
+    )
     trainer.save_model(training_args.output_dir)  # with the tokenizer; collective under DeepSpeed ZeRO-3
     if not trainer.is_world_process_zero():
         return {}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -40,18 +42,77 @@ def inference_device(device: str | None = None) -> torch.device:
         raise ValueError(f"device: {device!r} is not a torch device ({error})") from error
 
 
+def split_gguf_path(path: str | os.PathLike) -> tuple[str, str]:
+    """Split the path of a `.gguf` file into the folder and the file name that transformers' `gguf_file` takes."""
+    path = Path(path)
+    return str(path.parent), path.name
+
+
+def is_gguf(name_or_path: str | os.PathLike) -> bool:
+    """Whether `name_or_path` names a GGUF checkpoint file (by its `.gguf` suffix)."""
+    return str(name_or_path).lower().endswith(".gguf")
+
+
+def drop_quantization_config(model: PreTrainedModel) -> PreTrainedModel:
+    """Make a model loaded from a GGUF file an ordinary float model that trains and saves.
+
+    transformers dequantizes GGUF tensors on loading but keeps a `GgufConfig` as `quantization_config`, and
+    `save_pretrained` then refuses to write the model: the weights are plain tensors, so the record goes.
+    """
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    for attribute in ("hf_quantizer", "quantization_method"):
+        if getattr(model, attribute, None) is not None:
+            setattr(model, attribute, None)
+    model.is_quantized = False
+    return model
+
+
 def load_model_and_tokenizer(
     name_or_path: str, trust_remote_code: bool = False, **model_init_kwargs: Any
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a seq2seq or causal LM and its tokenizer from the Hub or a local folder, picking the class by its config.
+    """Load a seq2seq or causal LM and its tokenizer from the Hub, a local folder or a `.gguf` file, picking the class
+    by its config.
 
+    A `.gguf` file (any architecture transformers' GGUF loader knows; needs the `gguf` package) is dequantized to
+    float tensors and returned as an ordinary model that trains and saves with `save_pretrained`. A folder that a
+    LoRA run saved (an adapter, `adapter_config.json`; needs `peft`) is loaded on its base model and merged into it.
     `trust_remote_code` stays off unless the caller turns it on. Causal tokenizers without a pad token get their EOS
     token as pad token.
+
+    Args:
+        name_or_path (`str`):
+            A Hub id, a folder saved with `save_pretrained`, or the path of a `.gguf` file.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Run modelling code from the model's repository.
+        **model_init_kwargs:
+            Passed to `from_pretrained` (e.g. `dtype`).
     """
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if (Path(name_or_path) / "adapter_config.json").is_file():
+        return _load_merged_adapter(name_or_path, trust_remote_code, **model_init_kwargs)
+    location, extra = name_or_path, {}
+    if is_gguf(name_or_path):
+        location, gguf_file = split_gguf_path(name_or_path)
+        extra = {"gguf_file": gguf_file}
+    config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code, **extra)
     model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **model_init_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    model = model_class.from_pretrained(location, trust_remote_code=trust_remote_code, **extra, **model_init_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code, **extra)
+    if extra:
+        drop_quantization_config(model)
+    return model, prepare_tokenizer(tokenizer)
+
+
+def _load_merged_adapter(
+    path: str, trust_remote_code: bool, **model_init_kwargs: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the base model an adapter folder names, apply the adapter and merge it; the folder's own tokenizer."""
+    from peft import PeftConfig, PeftModel
+
+    base_name = PeftConfig.from_pretrained(path).base_model_name_or_path
+    base, _ = load_model_and_tokenizer(base_name, trust_remote_code=trust_remote_code, **model_init_kwargs)
+    model = PeftModel.from_pretrained(base, path).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     return model, prepare_tokenizer(tokenizer)
 
 

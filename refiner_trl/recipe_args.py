@@ -6,9 +6,10 @@ field can be set in the YAML file given with `--config` and overridden on the co
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 
@@ -88,7 +89,8 @@ class ModelArguments:
 
     Parameters:
         model_name_or_path (`str`, *optional*):
-            A Hub id or a local folder saved with `save_pretrained` (e.g. the output of an earlier recipe).
+            A Hub id, a local folder saved with `save_pretrained` (e.g. the output of an earlier recipe or of
+            `python -m refiner_trl.pretrained fetch`), or a `.gguf` file.
         tiny_architecture (`str`, *optional*):
             `"seq2seq"` or `"causal"`: build a small model with random weights and a byte-level BPE tokenizer trained
             on the recipe's texts, instead of loading one. For smoke runs on a CPU.
@@ -98,6 +100,17 @@ class ModelArguments:
             Layers of the tiny model (per stack for seq2seq).
         tiny_vocab_size (`int`, *optional*, defaults to `1000`):
             Vocabulary size of the tiny tokenizer.
+        use_peft (`bool`, *optional*, defaults to `False`):
+            Train a LoRA adapter instead of all weights (needs `refiner-trl[peft]`). The names of this and the
+            `lora_*` fields are those of TRL's `ModelConfig`.
+        lora_r (`int`, *optional*, defaults to `16`):
+            LoRA rank.
+        lora_alpha (`int`, *optional*, defaults to `32`):
+            LoRA scaling numerator.
+        lora_dropout (`float`, *optional*, defaults to `0.05`):
+            Dropout of the LoRA layers.
+        lora_target_modules (`list[str]`, *optional*):
+            Modules that get adapters; unset: peft's default for the architecture.
     """
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "Hub id or local model folder."})
@@ -107,19 +120,34 @@ class ModelArguments:
     tiny_hidden_size: int = field(default=64, metadata={"help": "Hidden size of the tiny model."})
     tiny_num_layers: int = field(default=2, metadata={"help": "Layers of the tiny model."})
     tiny_vocab_size: int = field(default=1000, metadata={"help": "Vocabulary of the tiny tokenizer."})
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Modules that get adapters."})
 
     def __post_init__(self) -> None:
         if (self.model_name_or_path is None) == (self.tiny_architecture is None):
             raise ValueError("Set exactly one of `model_name_or_path` and `tiny_architecture`.")
 
     def load(
-        self, texts: list[str], trust_remote_code: bool = False, seed: int = 0
+        self,
+        texts: list[str],
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        model_init_kwargs: dict[str, Any] | str | None = None,
     ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        """Load the model and tokenizer, or build tiny ones whose tokenizer is trained on `texts`."""
+        """Load the model and tokenizer (a Hub id, a folder or a `.gguf` file, with `model_init_kwargs` such as
+        `dtype` passed to `from_pretrained`; a string is read as JSON, as on the command line), or build tiny ones
+        whose tokenizer is trained on `texts`."""
         from .modeling import build_tiny_model, load_model_and_tokenizer, train_tokenizer
 
+        if isinstance(model_init_kwargs, str):
+            model_init_kwargs = json.loads(model_init_kwargs)
         if self.model_name_or_path is not None:
-            return load_model_and_tokenizer(self.model_name_or_path, trust_remote_code=trust_remote_code)
+            return load_model_and_tokenizer(
+                self.model_name_or_path, trust_remote_code=trust_remote_code, **(model_init_kwargs or {})
+            )
         tokenizer = train_tokenizer(texts, vocab_size=self.tiny_vocab_size)
         model = build_tiny_model(
             self.tiny_architecture,
@@ -129,6 +157,22 @@ class ModelArguments:
             seed=seed,
         )
         return model, tokenizer
+
+    def peft_config(self, model: PreTrainedModel) -> Any | None:
+        """The `LoraConfig` for `model` when `use_peft`, else `None`."""
+        if not self.use_peft:
+            return None
+        from peft import LoraConfig, TaskType
+
+        from .modeling import is_encoder_decoder
+
+        return LoraConfig(
+            task_type=TaskType.SEQ_2_SEQ_LM if is_encoder_decoder(model) else TaskType.CAUSAL_LM,
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules,
+        )
 
 
 @dataclass

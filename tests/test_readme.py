@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from refiner_trl.config_reference import config_reference, replace_reference
 
@@ -26,6 +31,29 @@ def test_readme_names_the_commands_that_exist():
         "benchmarks/step_cost.py",
         "benchmarks/learning.py",
         "docs/benchmarks.md",
+        "recipes/mwp_smollm2.yaml",
+        "recipes/evaluate_mwp_smollm2.yaml",
+        "refiner_trl/pretrained.py",
     ):
         assert script in text and (root / script).is_file(), script
     assert "python -m pytest -q" in text
+    assert "python -m refiner_trl.pretrained fetch smollm2-135m-instruct" in text
+
+
+def python_blocks(text: str) -> list[str]:
+    """The README's ```python blocks, in order."""
+    return re.findall(r"^```python\n(.*?)^```$", text, flags=re.DOTALL | re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_the_readmes_python_examples_run_as_written(tmp_path):
+    blocks = python_blocks(README.read_text())
+    assert len(blocks) >= 1 and "RefinerTrainer(" in blocks[0]
+    for index, block in enumerate(blocks):
+        script = tmp_path / f"readme_block_{index}.py"
+        script.write_text("import torch\ntorch.set_num_threads(1)\n" + block, encoding="utf-8")
+        result = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, f"README python block {index} failed:\n{result.stderr[-3000:]}"
+    assert (tmp_path / "out").is_dir()  # the plugin example trained in its output_dir
