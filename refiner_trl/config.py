@@ -9,7 +9,7 @@ from transformers import TrainingArguments
 
 from .templates import REFINE_TEMPLATE, check_template
 
-SELECTION_STRATEGIES = ("random", "first")
+SELECTION_STRATEGIES = ("random", "first", "flagged")
 TURN_AGGREGATIONS = ("mean", "sum")
 NONFINITE_LOSS_ACTIONS = ("raise", "skip")
 
@@ -52,8 +52,10 @@ class RefinerConfig(TrainingArguments):
             k, the number of hypotheses sampled per example and turn, in one batched `generate` call per turn.
         hypothesis_selection (`str`, *optional*, defaults to `"random"`):
             How one of the k hypotheses is picked for critique: `"random"` (the paper; seeded from `seed`, the global
-            step, the micro-batch and the process index, so that picks are reproducible and survive resuming) or
-            `"first"`.
+            step, the micro-batch and the process index, so that picks are reproducible and survive resuming),
+            `"first"`, or `"flagged"`: the critic reads all k hypotheses (k times the critique calls' inputs) and one
+            is picked at random, seeded as `"random"`, among those it finds an error in (among all k when it finds
+            none), so that refine turns keep seeing errors once the generator gets most training prompts right.
         explore_last_turn (`bool`, *optional*, defaults to `False`):
             Also sample and critique in the last turn. No turn follows it, so nothing of it reaches the loss: it only
             adds the logs `turn_{T-1}/no_error` and `turn_{T-1}/distinct_hypotheses` (how often the last turn's

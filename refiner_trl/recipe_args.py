@@ -6,7 +6,6 @@ field can be set in the YAML file given with `--config` and overridden on the co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,15 +134,12 @@ class ModelArguments:
         texts: list[str],
         trust_remote_code: bool = False,
         seed: int = 0,
-        model_init_kwargs: dict[str, Any] | str | None = None,
+        model_init_kwargs: dict[str, Any] | None = None,
     ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """Load the model and tokenizer (a Hub id, a folder or a `.gguf` file, with `model_init_kwargs` such as
-        `dtype` passed to `from_pretrained`; a string is read as JSON, as on the command line), or build tiny ones
-        whose tokenizer is trained on `texts`."""
+        `dtype` passed to `from_pretrained`), or build tiny ones whose tokenizer is trained on `texts`."""
         from .modeling import build_tiny_model, load_model_and_tokenizer, train_tokenizer
 
-        if isinstance(model_init_kwargs, str):
-            model_init_kwargs = json.loads(model_init_kwargs)
         if self.model_name_or_path is not None:
             return load_model_and_tokenizer(
                 self.model_name_or_path, trust_remote_code=trust_remote_code, **(model_init_kwargs or {})

@@ -60,6 +60,8 @@ class SupervisedConfig(TrainingArguments):
             "bfloat16"}`).
     """
 
+    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
+
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
     max_prompt_length: int | None = field(
         default=DEFAULT_MAX_PROMPT_LENGTH,

@@ -231,11 +231,10 @@ class RefinerTrainer(_BaseTrainer):
                 hypotheses = self._sample(generator, turn_prompts[-1])
                 metrics["time/generate"][-1] += time.perf_counter() - start
                 groups = [hypotheses[i * k : (i + 1) * k] for i in range(len(prompts))]
-                picked = [group[j] for group, j in zip(groups, self._pick(len(groups), pick_rng))]
 
                 start = time.perf_counter()
                 where = f" (global step {self.state.global_step}, turn {turn})"
-                feedback = checked_critique(self.critic, prompts, picked, references, where=where)
+                picked, feedback = self._pick_and_critique(prompts, groups, references, pick_rng, where)
                 metrics["time/critique"][-1] += time.perf_counter() - start
 
                 metrics[f"turn_{turn}/no_error"].append(float(np.mean([is_no_error(f) for f in feedback])))
@@ -349,7 +348,36 @@ class RefinerTrainer(_BaseTrainer):
         seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
         return torch.Generator().manual_seed(seed)
 
+    def _pick_and_critique(
+        self,
+        prompts: list[str],
+        groups: list[list[str]],
+        references: list[str],
+        rng: torch.Generator,
+        where: str,
+    ) -> tuple[list[str], list[str]]:
+        """Pick one hypothesis of each example's group and return the picks with the critic's feedback on them.
+
+        `"random"` and `"first"` pick, then critique the picks in one call. `"flagged"` critiques all k hypotheses in
+        one call, then picks at random among those with an error (among all k when none has one).
+        """
+        k = self.args.num_hypotheses
+        if self.args.hypothesis_selection != "flagged":
+            picked = [group[j] for group, j in zip(groups, self._pick(len(groups), rng))]
+            return picked, checked_critique(self.critic, prompts, picked, references, where=where)
+        every = [hypothesis for group in groups for hypothesis in group]
+        repeated = [[value for value in values for _ in range(k)] for values in (prompts, references)]
+        feedback = checked_critique(self.critic, repeated[0], every, repeated[1], where=where)
+        draws = torch.rand(len(groups), generator=rng).tolist()
+        chosen = []
+        for example, draw in enumerate(draws):
+            rows = range(example * k, (example + 1) * k)
+            flagged = [row for row in rows if not is_no_error(feedback[row])] or list(rows)
+            chosen.append(flagged[int(draw * len(flagged))])
+        return [every[row] for row in chosen], [feedback[row] for row in chosen]
+
     def _pick(self, num_examples: int, rng: torch.Generator) -> list[int]:
+        """The index of each example's pick among its k hypotheses, for `"random"` and `"first"`."""
         if self.args.hypothesis_selection == "first":
             return [0] * num_examples
         return torch.randint(self.args.num_hypotheses, (num_examples,), generator=rng).tolist()

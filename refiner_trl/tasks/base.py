@@ -186,7 +186,13 @@ class Task(ABC):
                     return bad, feedback
         return None
 
-    def build_critic_dataset(self, dataset: Dataset, seed: int = 0, negatives_per_example: int = 1) -> Dataset:
+    def build_critic_dataset(
+        self,
+        dataset: Dataset,
+        seed: int = 0,
+        negatives_per_example: int = 1,
+        generator_samples: Sequence[Sequence[str]] | None = None,
+    ) -> Dataset:
         """Build the critic's training data from prompt-completion rows, with no human in the loop.
 
         Each row gives one gold example (`completion` = [`NO_ERROR`]) and up to `negatives_per_example` perturbed
@@ -200,27 +206,43 @@ class Task(ABC):
                 The random seed; the same seed gives the same data.
             negatives_per_example (`int`, *optional*, defaults to `1`):
                 How many distinct negatives to try to make per row.
+            generator_samples (`Sequence[Sequence[str]]`, *optional*):
+                For each row, hypotheses a generator wrote for its prompt (e.g. a warm-started generator sampled on
+                the training prompts). Each one that is not yet among the row's examples is added with the feedback
+                of the task's oracle critic, so that the critic also learns the errors a generator really makes, not
+                only perturbations of gold.
 
         Returns:
-            `datasets.Dataset`: columns `prompt`, `completion` and `feedback_type` (`"no_error"` or the perturbation).
+            `datasets.Dataset`: columns `prompt`, `completion`, `feedback_type` (`"no_error"` or the perturbation)
+            and `source` (`"gold"`, `"perturbation"` or `"generator"`).
         """
+        if generator_samples is not None and len(generator_samples) != len(dataset):
+            raise ValueError(f"generator_samples has {len(generator_samples)} lists for {len(dataset)} rows")
         rng = random.Random(seed)
         golds = list(dataset[COMPLETION])
-        prompts, completions, types = [], [], []
-        for prompt, gold in zip(dataset[PROMPT], golds):
-            prompts.append(render_critic_input(prompt, gold))
-            completions.append(NO_ERROR)
-            types.append("no_error")
+        samples = generator_samples or [[] for _ in golds]
+        oracle = self.oracle_critic()
+        columns: dict[str, list[str]] = {PROMPT: [], COMPLETION: [], "feedback_type": [], "source": []}
+
+        def add(prompt: str, hypothesis: str, feedback: str, source: str) -> None:
+            columns[PROMPT].append(render_critic_input(prompt, hypothesis))
+            columns[COMPLETION].append(feedback)
+            columns["feedback_type"].append(self.feedback_type(feedback))
+            columns["source"].append(source)
+
+        for prompt, gold, row_samples in zip(dataset[PROMPT], golds, samples):
+            add(prompt, gold, NO_ERROR, "gold")
             seen = {gold}
             for _ in range(negatives_per_example):
                 result = self._try_perturb(gold, rng, None, golds)
                 if result is None or result[0] in seen:
                     continue
                 seen.add(result[0])
-                prompts.append(render_critic_input(prompt, result[0]))
-                completions.append(result[1])
-                types.append(self.feedback_type(result[1]))
-        return Dataset.from_dict({PROMPT: prompts, COMPLETION: completions, "feedback_type": types})
+                add(prompt, result[0], result[1], "perturbation")
+            new = [sample for sample in dict.fromkeys(row_samples) if sample not in seen]
+            for sample, feedback in zip(new, oracle.critique([prompt] * len(new), new, [gold] * len(new))):
+                add(prompt, sample, feedback, "generator")
+        return Dataset.from_dict(columns)
 
     # --------------------------------------------------------------------------------------------- metrics
     @abstractmethod
