@@ -192,3 +192,27 @@ def transformers_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def served_answer(transformers_server):
+    """`answer(prompt, max_new_tokens, chat=True)`: what the served model writes, computed in this process (greedy,
+    as `transformers serve` runs it: the chat template for the chat endpoint, the text as it is for completions)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(transformers_server.model)
+    model = AutoModelForCausalLM.from_pretrained(transformers_server.model).eval()
+
+    def answer(prompt: str | list[dict[str, str]], max_new_tokens: int, chat: bool = True) -> str:
+        if chat:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            inputs = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True, tokenize=True
+            )
+        else:
+            inputs = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+    return answer

@@ -12,9 +12,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler
 
 import pytest
-import torch
 from conftest import LocalEndpoint
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from refiner_trl.generators import GeneratorError, OpenAIChatGenerator
 
@@ -25,33 +23,13 @@ SERVED_MAX_TOKENS = 6
 # --- the real server ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def served_reference(transformers_server):
-    """What the served model writes, computed in this process: greedy, as `transformers serve` runs it."""
-    tokenizer = AutoTokenizer.from_pretrained(transformers_server.model)
-    model = AutoModelForCausalLM.from_pretrained(transformers_server.model).eval()
-
-    def answer(prompt: str | list[dict[str, str]]) -> str:
-        if isinstance(prompt, str) and prompt.startswith("raw:"):  # the completions endpoint: the text as it is
-            inputs = tokenizer(prompt[len("raw:") :], return_tensors="pt")
-        else:
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            inputs = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True, tokenize=True
-            )
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=SERVED_MAX_TOKENS, do_sample=False)
-        return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-
-    return answer
-
-
 def served_generator(server, **kwargs) -> OpenAIChatGenerator:
+    """A client of the served model; `max_retries=0`, so one request per prompt."""
     options = {"max_tokens": SERVED_MAX_TOKENS, "max_retries": 0, "timeout": 60.0, "max_workers": 4}
     return OpenAIChatGenerator(server.model, base_url=server.base_url, **{**options, **kwargs})
 
 
-def test_chat_generation_against_transformers_serve(transformers_server, served_reference, monkeypatch):
+def test_chat_generation_against_transformers_serve(transformers_server, served_answer, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     conversation = [
         {"role": "system", "content": "Answer with one word."},
@@ -59,16 +37,16 @@ def test_chat_generation_against_transformers_serve(transformers_server, served_
     ]
     prompts = ["a 0 is", "b 1 is", "c 2 is", conversation, "d 3 is"]
     texts = served_generator(transformers_server).generate(prompts)  # four requests at a time
-    assert texts == [served_reference(p) for p in prompts]  # one text per prompt, in the prompts' order
+    assert texts == [served_answer(p, SERVED_MAX_TOKENS) for p in prompts]  # one text per prompt, in order
     assert all(isinstance(t, str) and t for t in texts)
     assert len(set(texts)) >= 3  # the answers differ, so the order is really checked
     assert texts[3] != texts[0]  # the conversation was sent as its messages, not as one user message
 
 
-def test_completions_generation_against_transformers_serve(transformers_server, served_reference):
+def test_completions_generation_against_transformers_serve(transformers_server, served_answer):
     prompts = ["a 0 is", "wrong 7 is", "e 4 is correct"]
     texts = served_generator(transformers_server, endpoint="completions").generate(prompts)
-    assert texts == [served_reference("raw:" + p) for p in prompts]
+    assert texts == [served_answer(p, SERVED_MAX_TOKENS, chat=False) for p in prompts]
 
 
 def test_a_model_the_server_does_not_serve_is_a_clear_error(transformers_server):
