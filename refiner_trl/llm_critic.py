@@ -37,12 +37,16 @@ REFERENCE_BLOCK = "\nA correct answer, for reference:\n{reference}\n"
 TEMPLATE_FIELDS = ("prompt", "hypothesis", "reference", "error_types", "no_error")
 
 # Phrases that say "nothing is wrong". A text is "no error" when it has one and, with them removed, no error word.
+# "correct" and its like count only as a verdict on the answer ("is correct", "looks right"), or as the whole answer:
+# "The correct answer is 26." names an error.
 _NO_ERROR_PHRASES = re.compile(
     r"\b(no (errors?|mistakes?|issues?|problems?|flaws?)( (found|detected))?|nothing( is)? wrong|"
     r"(do not|don't|cannot|can't|could not|couldn't) (see|find|spot) any (errors?|mistakes?|issues?|problems?)|"
-    r"without (any )?(errors?|mistakes?)|(fully |entirely |completely )?correct|right|fine|valid|all good|"
-    r"looks good|none|ok|okay|yes)\b"
+    r"without (any )?(errors?|mistakes?)|all good|"
+    r"(is|are|looks|seems|appears|'s)( to be)?( fully| entirely| completely)? "
+    r"(correct|right|fine|valid|good|ok|okay))\b"
 )
+_WHOLE_NO_ERROR = re.compile(r"^(correct|right|yes|ok|okay|fine|valid|none|perfect)\W*$")
 _ERROR_WORDS = re.compile(
     r"\b(incorrect|wrong|missing|miss|should|instead|but|however|not|\w*n't|invalid|extra|error|mistake|"
     r"reversed|contradict\w*|misalign\w*)\b"
@@ -69,6 +73,8 @@ def means_no_error(answer: str, task: Task | None = None) -> bool:
     if task is not None and task.feedback_type(answer) not in ("unknown", "no_error"):
         return False
     text = " ".join(answer.lower().replace("’", "'").split())
+    if _WHOLE_NO_ERROR.match(text):
+        return True
     if not _NO_ERROR_PHRASES.search(text):
         return False
     return not _ERROR_WORDS.search(_NO_ERROR_PHRASES.sub(" ", text))

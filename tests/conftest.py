@@ -164,7 +164,7 @@ def transformers_server(tmp_path_factory):
     folder = save_chat_model(root / "tiny-chat-model")
     port = _free_port()
     log = root / "serve.log"
-    command = [str(Path(sys.executable).with_name("transformers")), "serve", str(folder)]
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--default-seed", "0"]
     env = {
         **os.environ,

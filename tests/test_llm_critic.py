@@ -36,6 +36,8 @@ NO_ERROR_IN_OTHER_WORDS = [
     "I don't see any mistakes.",
     "Nothing is wrong here.",
     "Correct!",
+    "Yes.",
+    "It's right.",
     "There are no errors in the equation.",
     "  Feedback: No issues.  ",
     '"No error"',
@@ -50,6 +52,9 @@ ERRORS = [
     "Step #1 is not a valid inference.",
     "Contradiction: the norm's judgment is reversed.",
     "It isn't right.",
+    "The correct answer is 26.",
+    "The right number is 5.",
+    "Yes, the second number in #0 is incorrect.",
 ]
 
 
