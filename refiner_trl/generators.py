@@ -273,13 +273,12 @@ class OpenAIChatGenerator:
 
     def generate(self, prompts: Sequence[str | list[dict[str, Any]]]) -> list[str]:
         prompts = list(prompts)
-        if self.endpoint == "completions":
-            for index, prompt in enumerate(prompts):
-                if not isinstance(prompt, str):
-                    raise ValueError(
-                        f"{type(self).__name__}: prompt {index} is a conversation; the 'completions' endpoint takes "
-                        "text prompts only (use endpoint='chat')"
-                    )
+        conversations = [i for i, prompt in enumerate(prompts) if not isinstance(prompt, str)]
+        if conversations and self.endpoint == "completions":
+            raise ValueError(
+                f"{type(self).__name__}: prompt {conversations[0]} is a conversation; the 'completions' endpoint "
+                "takes text prompts only (use endpoint='chat')"
+            )
         if not prompts:
             return []
         openai = _import_openai()
@@ -305,23 +304,15 @@ class OpenAIChatGenerator:
         self, client: openai.OpenAI, headers: dict[str, Any], api_key: str | None, index: int, prompt: Any
     ) -> str:
         openai = _import_openai()
-        request: dict[str, Any] = {
-            "model": self.model,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "extra_body": self.extra_body,
-            "extra_headers": headers,
-        }
         if self.endpoint == "chat":
             system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
             messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-            api = client.chat.completions.with_raw_response
-            request["messages"] = [*system, *messages]
+            create, body = client.chat.completions.with_raw_response.create, {"messages": [*system, *messages]}
         else:
-            api = client.completions.with_raw_response
-            request["prompt"] = prompt
+            create, body = client.completions.with_raw_response.create, {"prompt": prompt}
+        options = {"temperature": self.temperature, "max_tokens": self.max_tokens, "extra_body": self.extra_body}
         try:
-            raw = api.create(**request)
+            raw = create(model=self.model, extra_headers=headers, **options, **body)
         except openai.APIError as error:  # an HTTP status, a timeout or a connection error, once retries are spent
             status = getattr(error, "status_code", None)
             reason = f"HTTP {status}: {error.message}" if status else f"{type(error).__name__}: {error.message}"
