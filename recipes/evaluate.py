@@ -1,10 +1,11 @@
-"""Evaluate a generator alone, with a trained critic and with the oracle critic, as in the paper's Tables 2-3.
+"""Evaluate a generator alone, with a trained critic, an LLM critic and the oracle critic (the paper's Tables 2-3).
 
 Usage:
 
 ```bash
 python recipes/evaluate.py --config recipes/evaluate_mwp_tiny.yaml
 python recipes/evaluate.py --config recipes/evaluate_mwp.yaml --max_turns 1 --output_dir results/mwp-T1
+python recipes/evaluate.py --config recipes/evaluate_mwp_llm.yaml   # + an LLM critic behind an API
 ```
 
 Prints the table and writes to `output_dir`: `results.md` (the table, and the primary metric after each turn),
@@ -13,12 +14,13 @@ Prints the table and writes to `output_dir`: `results.md` (the table, and the pr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
 import torch
 
-from refiner_trl.evaluation import evaluate_refinement, format_table, standard_critics, write_report
+from refiner_trl.evaluation import LLM_CRITIC, evaluate_refinement, format_table, standard_critics, write_report
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.modeling import inference_device
 from refiner_trl.recipe_args import CriticArguments, TaskArguments
@@ -29,7 +31,8 @@ from refiner_trl.recipes_common import parse_recipe_args
 class EvaluateArguments:
     """
     What is evaluated, and where the report goes. The trained critic is `critic` of [`CriticArguments`] (a folder
-    saved by `recipes/train_critic.py`); with `critic: oracle` the table has no trained-critic row.
+    saved by `recipes/train_critic.py`); with `critic: oracle` the table has no trained-critic row. `llm_critic:
+    openai:<model>` (or `critic: openai:<model>`) adds the "+ LLM critic" row.
 
     Parameters:
         generator (`str`):
@@ -37,7 +40,7 @@ class EvaluateArguments:
         output_dir (`str`, *optional*, defaults to `"results"`):
             Where `results.md`, `results.json` and `metric_by_turn.png` are written.
         max_turns (`int`, *optional*, defaults to `3`):
-            T of the trained critic's row.
+            T of the trained and LLM critics' rows.
         oracle_max_turns (`int`, *optional*, defaults to `3`):
             T of the oracle critic's row (the paper's oracle rows use 3).
         oracle (`bool`, *optional*, defaults to `True`):
@@ -64,7 +67,7 @@ class EvaluateArguments:
 
     generator: str = field(metadata={"help": "Generator: Hub id or saved folder."})
     output_dir: str = field(default="results", metadata={"help": "Where the report is written."})
-    max_turns: int = field(default=3, metadata={"help": "T of the trained critic's row."})
+    max_turns: int = field(default=3, metadata={"help": "T of the trained and LLM critics' rows."})
     oracle_max_turns: int = field(default=3, metadata={"help": "T of the oracle critic's row."})
     oracle: bool = field(default=True, metadata={"help": "Add the oracle critic's row."})
     max_prompt_length: int = field(default=512, metadata={"help": "Longest generator prompt in tokens."})
@@ -95,10 +98,13 @@ def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: Eval
         trust_remote_code=eval_args.trust_remote_code,
     )
     generator.model.to(device)
-    trained = None if critic_args.critic == "oracle" else critic_args.build(task, eval_args.trust_remote_code)
-    if trained is not None:
+    trained_path = critic_args.trained_critic_path
+    trained = None
+    if trained_path is not None:
+        trained = dataclasses.replace(critic_args, critic=trained_path).build(task, eval_args.trust_remote_code)
         trained.model.to(device)
-    critics = standard_critics(task, trained)
+    llm = critic_args.table_llm_critic
+    critics = standard_critics(task, trained, None if llm is None else critic_args.build_llm(task, llm))
     if not eval_args.oracle:
         critics.pop("oracle")
     result = evaluate_refinement(
@@ -106,7 +112,11 @@ def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: Eval
         generator,
         rows,
         critics,
-        max_turns={"trained": eval_args.max_turns, "oracle": eval_args.oracle_max_turns},
+        max_turns={
+            "trained": eval_args.max_turns,
+            LLM_CRITIC: eval_args.max_turns,
+            "oracle": eval_args.oracle_max_turns,
+        },
         progress=eval_args.progress,
     )
     title = eval_args.title or f"REFINER on {task.name}: {eval_args.generator}"

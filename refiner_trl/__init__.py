@@ -23,6 +23,7 @@ _EXPORTS = {
     "CallableCritic": "critics",
     "ModelCritic": "critics",
     "HumanCritic": "human_critic",
+    "LLMCritic": "llm_critic",
     "Generator": "generators",
     "GeneratorError": "generators",
     "ModelGenerator": "generators",
@@ -39,6 +40,7 @@ __all__ = [
     "Generator",
     "GeneratorError",
     "HumanCritic",
+    "LLMCritic",
     "ModelCritic",
     "ModelGenerator",
     "NO_ERROR",
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
         as_generator,
     )
     from .human_critic import HumanCritic
+    from .llm_critic import LLMCritic
     from .tasks import get_task
     from .trainer import RefinerTrainer
 

@@ -31,6 +31,8 @@ PAPER_METRICS: dict[str, tuple[str, ...]] = {
 """The metrics of the paper's tables per task, the primary one (plotted, and the paper's headline) first."""
 
 GENERATOR_ALONE = "generator alone"
+LLM_CRITIC = "LLM"
+"""The name of an LLM critic in [`standard_critics`]: its row is "+ LLM critic (T=...)"."""
 
 
 def table_metrics(task: Task, scores: Mapping[str, float] | None = None) -> tuple[str, ...]:
@@ -294,22 +296,29 @@ def evaluate_refinement(
     )
 
 
-def standard_critics(task: Task, trained_critic: Critic | None = None) -> dict[str, Critic | None]:
-    """The paper's rows: the generator alone, the trained critic (when given), the oracle critic.
+def standard_critics(
+    task: Task, trained_critic: Critic | None = None, llm_critic: Critic | None = None
+) -> dict[str, Critic | None]:
+    """The paper's rows: the generator alone, the trained critic (when given), an LLM critic (when given), the
+    oracle critic.
 
     Args:
         task ([`Task`]):
             Gives the oracle critic.
         trained_critic ([`Critic`], *optional*):
             E.g. a [`ModelCritic`] loaded from `recipes/train_critic.py`'s output.
+        llm_critic ([`Critic`], *optional*):
+            E.g. an [`LLMCritic`] on a chat model behind an API; its row is "+ LLM critic".
 
     Returns:
-        `dict[str, Critic | None]`: `{"none": None, "trained": trained_critic, "oracle": task.oracle_critic()}`,
-        without `"trained"` when `trained_critic` is `None`.
+        `dict[str, Critic | None]`: `{"none": None, "trained": trained_critic, "LLM": llm_critic, "oracle":
+        task.oracle_critic()}`, without `"trained"` or `"LLM"` when that critic is `None`.
     """
     critics: dict[str, Critic | None] = {"none": None}
     if trained_critic is not None:
         critics["trained"] = trained_critic
+    if llm_critic is not None:
+        critics[LLM_CRITIC] = llm_critic
     critics["oracle"] = task.oracle_critic()
     return critics
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import openai
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -189,30 +185,31 @@ def as_generator(obj: Generator | Callable[[list[str]], list[str]] | tuple[Any, 
 
 
 class OpenAIChatGenerator:
-    """Any LLM behind an OpenAI-compatible `chat/completions` or `completions` endpoint, one request per prompt.
+    """Any LLM behind an OpenAI-compatible `chat/completions` or `completions` endpoint, through the official `openai`
+    client (`pip install "refiner-trl[openai]"`), one request per prompt.
 
-    Only the standard library is used. Requests for different prompts run concurrently; each is retried on a timeout,
-    a connection error, HTTP 408, 429 or 5xx, after `backoff`, `2 * backoff`, `4 * backoff`, ... seconds. Other HTTP
-    errors (400, 401, 404, ...) fail at once. The API key is read from the environment at each request; it is never
-    stored on the object, logged, or put in an error message.
+    Requests for different prompts run concurrently, on one client whose connections they share. The client retries
+    a timeout, a dropped or refused connection, HTTP 408, 409, 429 and 5xx, with exponential back-off from 0.5 s (or
+    the server's `retry-after` delay); other HTTP errors (400, 401, 404, ...) and an answer that is not JSON fail at
+    once. When a prompt's retries are spent, [`GeneratorError`] names the prompt's index, the attempts, the URL and
+    the HTTP status. The API key is read from the environment at each `generate` call; it is never stored on the
+    object, logged, or put in an error message (also when the server echoes it).
 
     Args:
         model (`str`):
-            The model name the endpoint expects, e.g. `"gpt-3.5-turbo"`.
+            The model name the endpoint expects, e.g. `"gpt-4o-mini"`.
         base_url (`str`, *optional*):
             The API root, e.g. `"http://127.0.0.1:8000/v1"`. Defaults to the environment variable named by
             `base_url_env`, else `"https://api.openai.com/v1"`.
         api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
             The environment variable holding the key, sent as `Authorization: Bearer ...`. When it is unset, no
-            `Authorization` header is sent (local servers such as vLLM need none).
+            `Authorization` header is sent (local servers such as vLLM or `transformers serve` need none).
         base_url_env (`str`, *optional*, defaults to `"OPENAI_BASE_URL"`):
             The environment variable read when `base_url` is not given.
         timeout (`float`, *optional*, defaults to `30.0`):
-            Seconds to wait for the connection and for each read of the answer.
+            Seconds to wait for the connection and for each read of the answer, per attempt.
         max_retries (`int`, *optional*, defaults to `3`):
             Retries after the first attempt, so at most `max_retries + 1` requests per prompt.
-        backoff (`float`, *optional*, defaults to `0.5`):
-            Seconds before the first retry; doubled before each next one.
         system_prompt (`str`, *optional*):
             A system message put before each prompt (`endpoint="chat"` only).
         temperature (`float`, *optional*, defaults to `0.0`):
@@ -222,8 +219,9 @@ class OpenAIChatGenerator:
         max_workers (`int`, *optional*, defaults to `8`):
             How many requests run at the same time.
         endpoint (`str`, *optional*, defaults to `"chat"`):
-            `"chat"` posts `{"messages": [...]}` to `/chat/completions`; `"completions"` posts `{"prompt": ...}` to
-            `/completions`.
+            `"chat"` posts `{"messages": [...]}` to `/chat/completions`: a prompt given as text becomes one user
+            message, a prompt given as a conversation (a list of `{"role": ..., "content": ...}` dicts) is sent as
+            it is. `"completions"` posts `{"prompt": ...}` to `/completions` and takes text prompts only.
         extra_body (`dict`, *optional*):
             More fields for each request body, e.g. `{"stop": ["\\n"]}`.
 
@@ -231,7 +229,7 @@ class OpenAIChatGenerator:
 
     ```python
     >>> # In the shell, not in code: export OPENAI_API_KEY=...
-    >>> generator = OpenAIChatGenerator("gpt-3.5-turbo", system_prompt="Write the equation only.")  # doctest: +SKIP
+    >>> generator = OpenAIChatGenerator("gpt-4o-mini", system_prompt="Write the equation only.")  # doctest: +SKIP
     >>> generator.generate(["Tom has 3 apples and buys 2 more. How many apples does he have?"])  # doctest: +SKIP
     ['3 + 2']
 
@@ -246,7 +244,6 @@ class OpenAIChatGenerator:
         base_url_env: str = "OPENAI_BASE_URL",
         timeout: float = 30.0,
         max_retries: int = 3,
-        backoff: float = 0.5,
         system_prompt: str | None = None,
         temperature: float = 0.0,
         max_tokens: int = 256,
@@ -260,14 +257,13 @@ class OpenAIChatGenerator:
             raise ValueError("need max_retries >= 0, max_workers >= 1 and timeout > 0")
         if system_prompt is not None and endpoint != "chat":
             raise ValueError("system_prompt needs endpoint='chat'")
-        base_url = base_url or os.environ.get(base_url_env) or "https://api.openai.com/v1"
-        path = "/chat/completions" if endpoint == "chat" else "/completions"
+        _import_openai()
         self.model = model
-        self.url = base_url.rstrip("/") + path
+        self.base_url = (base_url or os.environ.get(base_url_env) or "https://api.openai.com/v1").rstrip("/")
+        self.url = self.base_url + ("/chat/completions" if endpoint == "chat" else "/completions")
         self.api_key_env = api_key_env
         self.timeout = timeout
         self.max_retries = max_retries
-        self.backoff = backoff
         self.system_prompt = system_prompt
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -275,12 +271,28 @@ class OpenAIChatGenerator:
         self.endpoint = endpoint
         self.extra_body = dict(extra_body or {})
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str | list[dict[str, Any]]]) -> list[str]:
         prompts = list(prompts)
+        conversations = [i for i, prompt in enumerate(prompts) if not isinstance(prompt, str)]
+        if conversations and self.endpoint == "completions":
+            raise ValueError(
+                f"{type(self).__name__}: prompt {conversations[0]} is a conversation; the 'completions' endpoint "
+                "takes text prompts only (use endpoint='chat')"
+            )
         if not prompts:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(prompts))) as pool:
-            futures = [pool.submit(self._generate_one, index, prompt) for index, prompt in enumerate(prompts)]
+        openai = _import_openai()
+        api_key = os.environ.get(self.api_key_env)
+        # Without a key the client still wants one; the placeholder is never sent, the header being omitted.
+        client = openai.OpenAI(
+            api_key=api_key or "unused", base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
+        )
+        headers = {} if api_key else {"Authorization": openai.Omit()}
+        with client, ThreadPoolExecutor(max_workers=min(self.max_workers, len(prompts))) as pool:
+            futures = [
+                pool.submit(self._generate_one, client, headers, api_key, index, prompt)
+                for index, prompt in enumerate(prompts)
+            ]
             try:
                 return [future.result() for future in futures]
             except BaseException:
@@ -288,67 +300,49 @@ class OpenAIChatGenerator:
                     future.cancel()
                 raise
 
-    def _body(self, prompt: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens}
+    def _generate_one(
+        self, client: openai.OpenAI, headers: dict[str, Any], api_key: str | None, index: int, prompt: Any
+    ) -> str:
+        openai = _import_openai()
         if self.endpoint == "chat":
             system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
-            body["messages"] = [*system, {"role": "user", "content": prompt}]
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            create, body = client.chat.completions.with_raw_response.create, {"messages": [*system, *messages]}
         else:
-            body["prompt"] = prompt
-        return {**body, **self.extra_body}
-
-    def _generate_one(self, index: int, prompt: str) -> str:
-        data = json.dumps(self._body(prompt)).encode("utf-8")
-        attempts = self.max_retries + 1
-        last_error = ""
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            api_key = os.environ.get(self.api_key_env)
-            headers = {"Content-Type": "application/json", "User-Agent": "refiner-trl"}
-            if api_key:
-                headers["Authorization"] = f"Bearer {api_key}"
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    payload = response.read()
-            except urllib.error.HTTPError as error:
-                last_error = f"HTTP {error.code} {error.reason}: {_read_error_body(error, api_key)}"
-                if error.code in (408, 429) or error.code >= 500:
-                    continue
-                raise GeneratorError(f"{self._where(index, attempt + 1)}: {last_error}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, HTTPException) as error:
-                reason = getattr(error, "reason", error)
-                last_error = _redact(f"{type(reason).__name__}: {reason}", api_key)
-                continue
-            return self._parse(payload, index)
-        raise GeneratorError(f"{self._where(index, attempts)}: {last_error}")
-
-    def _where(self, index: int, attempts: int) -> str:
-        return f"{type(self).__name__}: prompt {index} failed after {attempts} attempt(s) to {self.url}"
-
-    def _parse(self, payload: bytes, index: int) -> str:
+            create, body = client.completions.with_raw_response.create, {"prompt": prompt}
+        options = {"temperature": self.temperature, "max_tokens": self.max_tokens, "extra_body": self.extra_body}
         try:
-            choice = json.loads(payload)["choices"][0]
-            text = choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
-        except (ValueError, KeyError, IndexError, TypeError) as error:
-            snippet = payload[:200].decode("utf-8", errors="replace")
-            raise GeneratorError(
-                f"{type(self).__name__}: prompt {index}: unexpected answer from {self.url} ({error!r}): {snippet!r}"
-            ) from None
+            raw = create(model=self.model, extra_headers=headers, **options, **body)
+        except openai.APIError as error:  # an HTTP status, a timeout or a connection error, once retries are spent
+            status = getattr(error, "status_code", None)
+            reason = f"HTTP {status}: {error.message}" if status else f"{type(error).__name__}: {error.message}"
+            raise GeneratorError(self._failure(index, _attempts(error.request), reason, api_key)) from None
+        try:
+            choice = raw.parse().choices[0]
+            text = choice.message.content if self.endpoint == "chat" else choice.text
+        except (ValueError, AttributeError, IndexError, TypeError) as error:  # not JSON, or no choice in it
+            reason = f"unexpected answer ({type(error).__name__}): {raw.http_response.text[:200]!r}"
+            raise GeneratorError(self._failure(index, raw.retries_taken + 1, reason, api_key)) from None
         return (text or "").strip()
 
+    def _failure(self, index: int, attempts: int, reason: str, api_key: str | None) -> str:
+        """The error message, with the key redacted before it is cut (a cut could keep part of the key)."""
+        reason = " ".join(reason.replace(api_key, "***").split() if api_key else reason.split())
+        return (
+            f"{type(self).__name__}: prompt {index} failed after {attempts} attempt(s) to {self.url}: {reason[:300]}"
+        )
 
-def _read_error_body(error: urllib.error.HTTPError, api_key: str | None) -> str:
-    """The start of an error answer, with the key redacted before it is cut (a cut could keep part of the key)."""
+
+def _attempts(request: Any) -> int:
+    """How many requests the client made: the last one carries the retries it took in `x-stainless-retry-count`."""
+    return int(request.headers.get("x-stainless-retry-count", 0)) + 1
+
+
+def _import_openai() -> Any:
     try:
-        body = error.read(65536).decode("utf-8", errors="replace")
-    except Exception:
-        body = ""
-    finally:
-        error.close()
-    return _redact(" ".join(body.split()), api_key)[:300]
-
-
-def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
+        import openai
+    except ImportError as error:
+        raise ImportError(
+            'OpenAIChatGenerator needs the `openai` package: pip install "refiner-trl[openai]"'
+        ) from error
+    return openai

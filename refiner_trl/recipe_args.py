@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from .critics import Critic
+    from .llm_critic import LLMCritic
     from .tasks.base import Task
 
 
@@ -171,35 +172,122 @@ class ModelArguments:
         )
 
 
+OPENAI_CRITIC_PREFIX = "openai:"
+"""A `critic` that starts with it names a chat model behind an OpenAI-compatible API: `openai:<model>`."""
+
+
 @dataclass
 class CriticArguments:
     """
-    Which critic gives feedback: the task's oracle or a trained critic model.
+    Which critic gives feedback: the task's oracle, a trained critic model, or an LLM behind an OpenAI-compatible API.
 
     Parameters:
         critic (`str`, *optional*, defaults to `"oracle"`):
-            `"oracle"` (compares with the gold completion) or the path of a critic saved by `recipes/train_critic.py`.
+            `"oracle"` (compares with the gold completion), the path of a critic saved by `recipes/train_critic.py`,
+            or `"openai:<model>"`: an [`LLMCritic`] on that model behind the API at `critic_base_url`.
+        llm_critic (`str`, *optional*):
+            `"openai:<model>"` for the evaluation table's "+ LLM critic" row, next to a trained critic. Defaults to
+            `critic` when that is an `openai:` critic.
         critic_max_new_tokens (`int`, *optional*, defaults to `32`):
-            Longest feedback a trained critic writes.
+            Longest feedback a trained critic or an LLM critic writes.
         critic_batch_size (`int`, *optional*, defaults to `64`):
             Inputs per `generate` call of a trained critic.
+        critic_base_url (`str`, *optional*):
+            The API root of an LLM critic, e.g. `http://127.0.0.1:8000/v1`. Unset: the environment variable
+            `OPENAI_BASE_URL`, else OpenAI's API.
+        critic_api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
+            The name of the environment variable that holds the LLM critic's API key (never the key itself); unset
+            in the environment, no key is sent.
+        critic_reference_guided (`bool`, *optional*, defaults to `False`):
+            Show the LLM critic the gold completion (a reference-guided judge).
+        critic_timeout (`float`, *optional*, defaults to `60.0`):
+            Seconds an LLM critic's request may take, per attempt.
+        critic_max_retries (`int`, *optional*, defaults to `3`):
+            Retries of an LLM critic's failed request.
+        critic_max_workers (`int`, *optional*, defaults to `8`):
+            Concurrent requests of an LLM critic.
     """
 
-    critic: str = field(default="oracle", metadata={"help": "'oracle' or the path of a trained critic."})
-    critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback of a trained critic."})
+    critic: str = field(
+        default="oracle", metadata={"help": "'oracle', the path of a trained critic, or 'openai:<model>'."}
+    )
+    llm_critic: str | None = field(
+        default=None, metadata={"help": "'openai:<model>' for the evaluation's '+ LLM critic' row."}
+    )
+    critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback of a model or LLM critic."})
     critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call of a trained critic."})
+    critic_base_url: str | None = field(default=None, metadata={"help": "API root of an LLM critic."})
+    critic_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Environment variable with the LLM critic's key (not the key)."}
+    )
+    critic_reference_guided: bool = field(default=False, metadata={"help": "Show the LLM critic the gold completion."})
+    critic_timeout: float = field(default=60.0, metadata={"help": "Seconds per LLM critic request."})
+    critic_max_retries: int = field(default=3, metadata={"help": "Retries of a failed LLM critic request."})
+    critic_max_workers: int = field(default=8, metadata={"help": "Concurrent LLM critic requests."})
+
+    def __post_init__(self) -> None:
+        for name in ("critic", "llm_critic"):
+            value = getattr(self, name)
+            if value is not None and value.startswith(OPENAI_CRITIC_PREFIX) and not _openai_model(value):
+                raise ValueError(f"{name}: {value!r} names no model; write {OPENAI_CRITIC_PREFIX}<model>")
+        if self.llm_critic is not None and not self.llm_critic.startswith(OPENAI_CRITIC_PREFIX):
+            raise ValueError(f"llm_critic: {self.llm_critic!r} must be {OPENAI_CRITIC_PREFIX}<model>")
+
+    @property
+    def table_llm_critic(self) -> str | None:
+        """The `openai:<model>` of the evaluation's "+ LLM critic" row: `llm_critic`, else `critic` if an LLM."""
+        if self.llm_critic is not None:
+            return self.llm_critic
+        return self.critic if self.critic.startswith(OPENAI_CRITIC_PREFIX) else None
+
+    @property
+    def trained_critic_path(self) -> str | None:
+        """`critic` when it is a trained critic's folder (neither `oracle` nor an LLM), else `None`."""
+        return None if self.critic == "oracle" or self.critic.startswith(OPENAI_CRITIC_PREFIX) else self.critic
 
     def build(self, task: Task, trust_remote_code: bool = False) -> Critic:
-        """The task's oracle critic, or a [`ModelCritic`] loaded from `critic`."""
+        """The oracle critic, an [`LLMCritic`] for `openai:<model>`, or a [`ModelCritic`] loaded from `critic`."""
         from .critics import ModelCritic
 
         if self.critic == "oracle":
             return task.oracle_critic()
+        if self.critic.startswith(OPENAI_CRITIC_PREFIX):
+            return self.build_llm(task, self.critic)
         if not Path(self.critic).exists():
-            raise FileNotFoundError(f"critic: {self.critic!r} is neither 'oracle' nor an existing folder")
+            raise FileNotFoundError(
+                f"critic: {self.critic!r} is neither 'oracle', nor {OPENAI_CRITIC_PREFIX}<model>, nor an existing "
+                "folder"
+            )
         return ModelCritic(
             self.critic,
             max_new_tokens=self.critic_max_new_tokens,
             batch_size=self.critic_batch_size,
             trust_remote_code=trust_remote_code,
         )
+
+    def build_llm(self, task: Task, spec: str) -> LLMCritic:
+        """An [`LLMCritic`] on the model of `spec` (`openai:<model>`) behind `critic_base_url`, with these settings.
+
+        Args:
+            task ([`Task`]):
+                The task (its error types and feedback format).
+            spec (`str`):
+                `openai:<model>`.
+        """
+        from .generators import OpenAIChatGenerator
+        from .llm_critic import LLMCritic
+
+        generator = OpenAIChatGenerator(
+            _openai_model(spec),
+            base_url=self.critic_base_url,
+            api_key_env=self.critic_api_key_env,
+            timeout=self.critic_timeout,
+            max_retries=self.critic_max_retries,
+            max_tokens=self.critic_max_new_tokens,
+            max_workers=self.critic_max_workers,
+        )
+        return LLMCritic(generator, task=task, use_references=self.critic_reference_guided)
+
+
+def _openai_model(spec: str) -> str:
+    return spec[len(OPENAI_CRITIC_PREFIX) :].strip()

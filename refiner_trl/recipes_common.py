@@ -327,8 +327,8 @@ def evaluate_and_report(
     critic_args: CriticArguments,
     title: str,
 ) -> EvaluationResult | None:
-    """Refine `rows` with the generator alone, a trained critic (when there is one) and the oracle; write the report
-    (`results.md`, `results.json`, `metric_by_turn.png`) into `output_dir` and print the table.
+    """Refine `rows` with the generator alone, a trained critic and an LLM critic (when there are) and the oracle;
+    write the report (`results.md`, `results.json`, `metric_by_turn.png`) into `output_dir` and print the table.
 
     Runs on the main process only, after the model was saved to `trainer.args.output_dir`. A model that DeepSpeed
     shards or that several processes hold is read back from there; a single-process model is used as it is.
@@ -343,8 +343,8 @@ def evaluate_and_report(
         recipe_args ([`RecipeArguments`]):
             How to evaluate; `eval_critic` is the trained critic.
         critic_args ([`CriticArguments`]):
-            The recipe's critic: the trained critic when `eval_critic` is unset and it is a path; its `critic_*`
-            settings load the trained critic.
+            The recipe's critic: the trained critic when `eval_critic` is unset and it is a path; its `llm_critic`
+            (or an `openai:` critic) gives the "+ LLM critic" row; its `critic_*` settings load both.
         title (`str`):
             The report's heading.
 
@@ -372,11 +372,12 @@ def evaluate_and_report(
         max_new_tokens=max_new_tokens or getattr(args, "max_completion_length", None) or 64,
         batch_size=args.per_device_eval_batch_size,
     )
-    trained_path = recipe_args.eval_critic or (None if critic_args.critic == "oracle" else critic_args.critic)
+    trained_path = recipe_args.eval_critic or critic_args.trained_critic_path
     trained = None
     if trained_path is not None:
         trained = build_critic(dataclasses.replace(critic_args, critic=trained_path), task, args)
-    critics = standard_critics(task, trained)
+    llm = critic_args.table_llm_critic
+    critics = standard_critics(task, trained, None if llm is None else critic_args.build_llm(task, llm))
     result = evaluate_refinement(task, generator, rows, critics, max_turns=recipe_args.eval_max_turns)
     paths = write_report(result, args.output_dir, title)
     print(f"\n{paths['markdown'].read_text(encoding='utf-8')}\nReport written to {args.output_dir}", flush=True)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import string
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -43,7 +49,8 @@ def quiet_refiner_config(output_dir: str | Path, **values) -> RefinerConfig:
 
 
 class LocalEndpoint:
-    """An HTTP server on a free local port serving `handler` from a background thread.
+    """An HTTP server on a free local port serving `handler` from a background thread: a mock for the faults a real
+    server will not make on demand (a 500, an answer that never comes, a dropped connection, malformed JSON).
 
     `release` is set when the server closes, so a handler that waits on it never outlives the test.
     """
@@ -109,3 +116,112 @@ def smollm2_path() -> Path:
     from refiner_trl.pretrained import fetch
 
     return fetch("smollm2-135m-instruct")
+
+
+# --- a real OpenAI-compatible server: `transformers serve` --------------------------------------------------------
+
+SERVED_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+SERVER_START_TIMEOUT = 180.0
+
+
+@dataclass
+class ServedModel:
+    """A `transformers serve` process on 127.0.0.1 and the tiny model folder it serves (its model name too)."""
+
+    base_url: str
+    model: str
+    start_seconds: float
+    log: Path
+
+
+def save_chat_model(folder: Path) -> Path:
+    """Save a tiny causal model (random weights, from a config) and a tokenizer trained on the spot, with a chat
+    template, as `transformers serve` loads them."""
+    texts = [f"user: {word} {n} is {n + 1} error correct wrong assistant:" for n, word in enumerate(CODE_WORDS)] * 5
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    tokenizer.chat_template = SERVED_CHAT_TEMPLATE
+    model = build_tiny_model("causal", tokenizer, hidden_size=32, num_layers=1, seed=0, initializer_range=0.5)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def transformers_server(tmp_path_factory):
+    """`transformers serve` on a free port of 127.0.0.1 with a tiny model saved to disk, offline, on one CPU thread.
+
+    Waits for `/health` (polling, bounded by `SERVER_START_TIMEOUT`) and stops the server in all cases.
+    """
+    root = tmp_path_factory.mktemp("served")
+    folder = save_chat_model(root / "tiny-chat-model")
+    port = _free_port()
+    log = root / "serve.log"
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--default-seed", "0"]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+    started = time.monotonic()
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = started + SERVER_START_TIMEOUT
+        health = f"http://127.0.0.1:{port}/health"
+        while not _healthy(health):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:]
+                pytest.fail(f"transformers serve did not become healthy (exit code {process.poll()}):\n{tail}")
+            threading.Event().wait(0.1)
+        yield ServedModel(f"http://127.0.0.1:{port}/v1", str(folder), time.monotonic() - started, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def served_answer(transformers_server):
+    """`answer(prompt, max_new_tokens, chat=True)`: what the served model writes, computed in this process (greedy,
+    as `transformers serve` runs it: the chat template for the chat endpoint, the text as it is for completions)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(transformers_server.model)
+    model = AutoModelForCausalLM.from_pretrained(transformers_server.model).eval()
+
+    def answer(prompt: str | list[dict[str, str]], max_new_tokens: int, chat: bool = True) -> str:
+        if chat:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            inputs = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True, tokenize=True
+            )
+        else:
+            inputs = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+    return answer

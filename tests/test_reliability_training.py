@@ -23,8 +23,8 @@ from transformers import TrainerCallback
 from refiner_trl import RefinerConfig, RefinerTrainer
 from refiner_trl.critics import CriticError, StatefulCritic
 from refiner_trl.generators import OpenAIChatGenerator
+from refiner_trl.llm_critic import LLMCritic
 from refiner_trl.modeling import build_tiny_model
-from refiner_trl.templates import render_critic_input
 from refiner_trl.trainer import is_complete_checkpoint, last_complete_checkpoint
 
 SECRET = "sk-reliability-do-not-leak-5678"
@@ -344,27 +344,17 @@ class HangingServer(LocalEndpoint):
         super().__init__(Handler)
 
 
-class EndpointCritic:
-    """A critic behind an LLM endpoint: feedback is the answer to the critic input of each hypothesis."""
-
-    def __init__(self, generator: OpenAIChatGenerator):
-        self.generator = generator
-
-    def critique(self, prompts, hypotheses, references=None):
-        return self.generator.generate([render_critic_input(p, h) for p, h in zip(prompts, hypotheses)])
-
-
 def test_an_endpoint_critic_that_times_out_is_retried_then_named(tmp_path, rows, tokenizer, monkeypatch, caplog):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     server = HangingServer()
     try:
-        generator = OpenAIChatGenerator("critic-llm", base_url=server.base_url, timeout=0.2, max_retries=1, backoff=0)
+        generator = OpenAIChatGenerator("critic-llm", base_url=server.base_url, timeout=0.2, max_retries=1)
         trainer = RefinerTrainer(
             tiny_model(tokenizer),
             make_args(tmp_path, max_steps=1, num_refinement_turns=2, num_hypotheses=1),
-            critic=EndpointCritic(generator),
+            critic=LLMCritic(generator),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
         )
@@ -373,7 +363,7 @@ def test_an_endpoint_critic_that_times_out_is_retried_then_named(tmp_path, rows,
     finally:
         server.close()
     message = str(caught.value)
-    assert "EndpointCritic.critique raised GeneratorError" in message
+    assert "LLMCritic.critique raised GeneratorError" in message
     assert "failed after 2 attempt(s)" in message and "timed out" in message
     assert message.endswith("(global step 0, turn 0)")
     assert server.requests == 4  # both prompts of the batch, each tried twice

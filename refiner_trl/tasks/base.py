@@ -36,6 +36,8 @@ class Task(ABC):
         perturbation_types (`tuple[str, ...]`): The names of the errors [`Task.perturb`] can make.
         feedback_patterns (`tuple[tuple[str, str], ...]`): `(type, regex)` pairs that recognise the feedback types
             (the perturbation types and any oracle-only ones), searched case-insensitively.
+        critique_template (`str` or `None`): The task's own critique prompt for an [`LLMCritic`] (placeholders as in
+            [`LLM_CRITIC_TEMPLATE`]); `None` uses that default.
     """
 
     name: str = ""
@@ -43,6 +45,7 @@ class Task(ABC):
     hub_subset: str | None = None
     perturbation_types: tuple[str, ...] = ()
     feedback_patterns: tuple[tuple[str, str], ...] = ()
+    critique_template: str | None = None
 
     # ----------------------------------------------------------------------------------------------- data
     def load(self, split: str = "train", path: str | None = None) -> Dataset:
