@@ -100,3 +100,47 @@ def test_step_cost_quick(tmp_path):
             inference["model_generator"]["early_stopping"]["prompts_generated"]
             <= (inference["model_generator"]["all_turns"]["prompts_generated"])
         )
+
+
+@pytest.mark.slow
+def test_pretrained_benchmark_quick_trains_every_arm_resumes_and_evaluates_again(tmp_path):
+    """`benchmarks/pretrained.py --quick` (a tiny model in place of SmolLM2): every phase, then `--resume` trains
+    nothing, and `--evaluate-only` evaluates the saved models again on fewer rows."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    base = [sys.executable, str(ROOT / "benchmarks" / "pretrained.py"), "--quick", "--threads", "1"]
+    base += ["--output-dir", str(tmp_path), "--train-file", "none", "--eval-file", "none"]
+    arms = ["--arms", "refiner", "refiner_flagged", "--critics", "critic", "critic_samples"]
+
+    def run(*extra: str) -> str:
+        result = subprocess.run([*base, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        return result.stdout
+
+    first = run(*arms)
+    data = check_outputs(tmp_path, "pretrained")
+    evaluations = data["evaluations"]["0"]
+    assert set(evaluations) == {"baseline-4-2", "refiner", "refiner_flagged"}
+    assert set(evaluations["refiner"]["runs"]) == {"none", "oracle", "trained", "decision_only"}
+    assert set(evaluations["baseline-4-2"]["runs"]) == {"none", "oracle", "trained"}
+    for record in evaluations.values():
+        for run_record in record["runs"].values():
+            low, high = run_record["interval"]
+            assert len(run_record["correct"]) == data["num_eval"] == 8
+            assert 0 <= low <= run_record["final"] <= high <= 1
+    critic_samples = json.loads((tmp_path / "seed-0" / "critic_samples" / "done.json").read_text())
+    assert (
+        critic_samples["sources"]["generator"] > 0
+        and "generator" not in json.loads((tmp_path / "seed-0" / "critic" / "done.json").read_text())["sources"]
+    )
+    assert "already done" not in first
+
+    again = run(*arms, "--resume")
+    assert all(f"seed 0: {phase} already done" in again for phase in ("refiner", "refiner_flagged", "critic"))
+    again_data = json.loads((tmp_path / "pretrained.json").read_text())
+    assert (
+        again_data["evaluations"]["0"]["refiner"]["runs"]["none"]["correct"]
+        == evaluations["refiner"]["runs"]["none"]["correct"]
+    )
+
+    run(*arms, "--evaluate-only", "--max-eval", "4")
+    assert json.loads((tmp_path / "pretrained.json").read_text())["num_eval"] == 4
