@@ -100,3 +100,42 @@ def tiny(architecture):
     rows = code_rows(32, seed=0)
     tokenizer = tokenizer_for(rows)
     return build_tiny_model(architecture, tokenizer, seed=0), tokenizer, rows
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<s>{{ message['role'] }}\n{{ message['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+"""A ChatML-like template on the tiny tokenizer's own special tokens: `<s>` opens a turn, `</s>` (EOS) ends it, with
+nothing after it, so a conversational row renders to exactly the tokens of a standard row holding the rendered
+prompt and the completion (+ EOS)."""
+
+
+def as_conversation(row: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+    """A standard prompt-completion row in TRL's conversational format: one user message, one assistant message."""
+    return {
+        "prompt": [{"role": "user", "content": row["prompt"]}],
+        "completion": [{"role": "assistant", "content": row["completion"]}],
+    }
+
+
+def chat_tokenizer_for(rows: list[dict[str, str]]):
+    """[`tokenizer_for`] the rows, trained on their chat renders too, with [`CHAT_TEMPLATE`] as chat template."""
+    from refiner_trl.templates import REFINE_FEEDBACK_TEMPLATE
+
+    texts = [f"<s>user\n{r['prompt']}</s><s>assistant\n{r['completion']}</s>" for r in rows]
+    texts += [REFINE_TEMPLATE + REFINE_FEEDBACK_TEMPLATE + " The code is No error. user assistant"] * 20
+    tokenizer = train_tokenizer([r["prompt"] + " " + r["completion"] for r in rows] + texts, vocab_size=400)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+SMOLLM2_PATH = Path("/root/.cache/refiner-trl/smollm2-135m-instruct-bcc81830d10c")
+
+
+@pytest.fixture
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct folder fetched by `python -m refiner_trl.pretrained fetch`; skips when absent."""
+    if not (SMOLLM2_PATH / "fetch-complete.json").is_file():
+        pytest.skip(f"SmolLM2-135M-Instruct not fetched to {SMOLLM2_PATH}")
+    return SMOLLM2_PATH

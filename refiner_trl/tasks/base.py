@@ -16,6 +16,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..chat import is_conversation, plain_text
 from ..critics import NO_ERROR, CallableCritic, Critic, is_no_error
 from ..data import COMPLETION, PROMPT, load_records
 from ..templates import render_critic_input
@@ -195,7 +196,8 @@ class Task(ABC):
 
         Args:
             dataset (`Dataset`):
-                Rows with `prompt` and `completion`, as from [`Task.load`] or [`Task.synthetic`].
+                Rows with `prompt` and `completion`, as from [`Task.load`] or [`Task.synthetic`] (or in TRL's
+                conversational format: the critic reads their text, [`~refiner_trl.chat.plain_text`]).
             seed (`int`, *optional*, defaults to `0`):
                 The random seed; the same seed gives the same data.
             negatives_per_example (`int`, *optional*, defaults to `1`):
@@ -205,9 +207,9 @@ class Task(ABC):
             `datasets.Dataset`: columns `prompt`, `completion` and `feedback_type` (`"no_error"` or the perturbation).
         """
         rng = random.Random(seed)
-        golds = list(dataset[COMPLETION])
+        golds = [plain_text(gold) for gold in dataset[COMPLETION]]
         prompts, completions, types = [], [], []
-        for prompt, gold in zip(dataset[PROMPT], golds):
+        for prompt, gold in zip(map(plain_text, dataset[PROMPT]), golds):
             prompts.append(render_critic_input(prompt, gold))
             completions.append(NO_ERROR)
             types.append("no_error")
@@ -238,6 +240,9 @@ class Task(ABC):
 def column(rows: Dataset | Sequence[dict[str, Any]], name: str, predictions: Sequence[str]) -> list[Any]:
     """Read one column from a `Dataset` or a list of dicts, checking it has one value per prediction.
 
+    Conversational values (TRL's format, e.g. the `completion` of [`~refiner_trl.chat.to_conversational`] rows) are
+    read as their text ([`~refiner_trl.chat.plain_text`]), so that tasks score conversational rows as standard ones.
+
     Args:
         rows (`Dataset` or `Sequence[dict]`):
             The rows.
@@ -254,7 +259,7 @@ def column(rows: Dataset | Sequence[dict[str, Any]], name: str, predictions: Seq
         values = [row[name] for row in rows]
     if len(values) != len(predictions):
         raise ValueError(f"Got {len(predictions)} predictions for {len(values)} rows.")
-    return values
+    return [plain_text(value) if is_conversation(value) else value for value in values]
 
 
 def rows_of(records: Dataset | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
