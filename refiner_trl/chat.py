@@ -137,7 +137,9 @@ def prefix_mismatch(generation_prompts: Sequence[str], loss_prompts: Sequence[st
 
     A chat template that renders a prompt differently alone (with the generation prompt) than followed by the
     completion is not prefix-preserving: TRL's `apply_chat_template` then keeps the common prefix as the prompt, so the
-    loss conditions the gold completion on a context that generation never saw.
+    loss conditions the gold completion on a context that generation never saw. (TRL's
+    `is_chat_template_prefix_preserving` checks another property, the one its tool loop needs: that appending a tool
+    message keeps the rendered earlier messages; REFINER needs this one, checked on the very texts it trains on.)
 
     Returns:
         `str` or `None`: a description of the first difference.

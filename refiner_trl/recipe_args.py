@@ -157,11 +157,17 @@ class CriticArguments:
             Longest feedback a trained critic writes.
         critic_batch_size (`int`, *optional*, defaults to `64`):
             Inputs per `generate` call of a trained critic.
+        critic_use_chat_template (`bool`, *optional*, defaults to `False`):
+            The critic model is a chat model: it reads each critic input as a user message rendered with its
+            tokenizer's chat template ([`ModelCritic`]'s `use_chat_template`).
     """
 
     critic: str = field(default="oracle", metadata={"help": "'oracle' or the path of a trained critic."})
     critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback of a trained critic."})
     critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call of a trained critic."})
+    critic_use_chat_template: bool = field(
+        default=False, metadata={"help": "The critic is a chat model: its input goes through its chat template."}
+    )
 
     def build(self, task: Task, trust_remote_code: bool = False) -> Critic:
         """The task's oracle critic, or a [`ModelCritic`] loaded from `critic`."""
@@ -176,4 +182,5 @@ class CriticArguments:
             max_new_tokens=self.critic_max_new_tokens,
             batch_size=self.critic_batch_size,
             trust_remote_code=trust_remote_code,
+            use_chat_template=self.critic_use_chat_template,
         )
