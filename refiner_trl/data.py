@@ -132,6 +132,8 @@ def validate_prompt_completion(dataset: Dataset, name: str = "train_dataset") ->
             check_messages(completion, f"{where}, {COMPLETION!r}", last_role="assistant")
             if len(completion) != 1:
                 raise DataError(f"{where}: {COMPLETION!r} must hold one assistant message, got {len(completion)}")
+            if not completion[0]["content"].strip():
+                raise DataError(f"{where}, {COMPLETION!r}, message 0: 'content' is empty")
     return conversational
 
 

@@ -237,6 +237,8 @@ def bad_rows(chat_rows, fault: str) -> list[dict]:
         row["prompt"] = [*row["prompt"], {"role": "assistant", "content": "a"}]
     elif fault == "two completions":
         row["completion"] = row["completion"] * 2
+    elif fault == "empty completion":
+        row["completion"] = [{"role": "assistant", "content": " "}]
     return [rows[0], row, rows[2]]
 
 
@@ -249,6 +251,7 @@ def bad_rows(chat_rows, fault: str) -> list[dict]:
         ("tool role", r"train_dataset, row 1, 'prompt', message 0: role 'tool' is not one of system, user, assistant"),
         ("ends with assistant", r"train_dataset, row 1, 'prompt': the last message must be the user's"),
         ("two completions", r"train_dataset, row 1: 'completion' must hold one assistant message, got 2"),
+        ("empty completion", r"train_dataset, row 1, 'completion', message 0: 'content' is empty"),
     ],
 )
 def test_bad_conversational_rows_fail_before_training_naming_row_and_field(chat_rows, tmp_path, fault, message):
@@ -346,3 +349,12 @@ def test_task_rows_as_conversations_score_and_refine_as_the_standard_rows():
     oracle = [run for run in chat_result.runs if run.name == "oracle"][0]
     assert oracle.by_turn[0]["equation_accuracy"] == 0.0 and oracle.by_turn[1]["equation_accuracy"] == 1.0
     assert [(r.by_turn, r.refine) for r in chat_result.runs] == [(r.by_turn, r.refine) for r in standard_result.runs]
+
+
+def test_chat_module_examples_run():
+    import doctest
+
+    from refiner_trl import chat as chat_module
+
+    result = doctest.testmod(chat_module)
+    assert result.attempted >= 3 and result.failed == 0
