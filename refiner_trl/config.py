@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from .templates import REFINE_TEMPLATE, check_template
+from .templates import REFINE_FEEDBACK_TEMPLATE, REFINE_TEMPLATE, check_template
 
 SELECTION_STRATEGIES = ("random", "first", "flagged")
 TURN_AGGREGATIONS = ("mean", "sum")
@@ -41,6 +41,11 @@ class RefinerConfig(TrainingArguments):
         max_completion_length (`int` or `None`, *optional*, defaults to `256`):
             Longest gold completion in tokens, EOS included, for the cross-entropy. Truncations are counted and
             reported once.
+        chat_template_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for the tokenizer's chat template when the dataset is conversational (TRL's format:
+            `prompt` a list of `{"role", "content"}` messages, `completion` a list holding the assistant's message),
+            e.g. `{"enable_thinking": false}`. Conversational prompts are rendered with the generation prompt for
+            sampling, and prompt + completion with TRL's `apply_chat_template` for the loss.
 
         > Parameters that control the REFINER loop
 
@@ -63,7 +68,11 @@ class RefinerConfig(TrainingArguments):
             and the default, a step samples nothing and is supervised fine-tuning.
         refine_template (`str`, *optional*, defaults to [`~refiner_trl.templates.REFINE_TEMPLATE`]):
             The prompt of a refine turn, with the placeholders `{prompt}` (the dataset prompt), `{hypothesis}` (the
-            picked hypothesis) and `{feedback}` (the critic's feedback on it).
+            picked hypothesis) and `{feedback}` (the critic's feedback on it). Used for standard (string) prompts.
+        refine_feedback_template (`str`, *optional*, defaults to [`~refiner_trl.templates.REFINE_FEEDBACK_TEMPLATE`]):
+            The feedback message of a refine turn of a conversational prompt, with the placeholder `{feedback}`. The
+            refine turn is the dataset conversation followed by `{"role": "assistant", "content": <hypothesis>}` and
+            `{"role": "user", "content": <this template with the feedback>}`.
         turn_loss_aggregation (`str`, *optional*, defaults to `"mean"`):
             How the per-turn cross-entropies are combined: `"mean"` or `"sum"`. Each turn's loss is the mean over its
             completion tokens.
@@ -88,7 +97,7 @@ class RefinerConfig(TrainingArguments):
             generates layer by layer with sharded weights.
     """
 
-    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
+    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs", "chat_template_kwargs"]
 
     # Defaults that differ from TrainingArguments.
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
@@ -109,6 +118,9 @@ class RefinerConfig(TrainingArguments):
     max_completion_length: int | None = field(
         default=256, metadata={"help": "Longest gold completion in tokens, EOS included."}
     )
+    chat_template_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for the chat template of conversational datasets."}
+    )
     num_refinement_turns: int = field(default=3, metadata={"help": "T: turns per batch (turn 0 + T-1 refine turns)."})
     num_hypotheses: int = field(default=4, metadata={"help": "k: hypotheses sampled per example and turn."})
     hypothesis_selection: str = field(
@@ -122,6 +134,10 @@ class RefinerConfig(TrainingArguments):
     refine_template: str = field(
         default=REFINE_TEMPLATE,
         metadata={"help": "Refine prompt with the placeholders {prompt}, {hypothesis} and {feedback}."},
+    )
+    refine_feedback_template: str = field(
+        default=REFINE_FEEDBACK_TEMPLATE,
+        metadata={"help": "Feedback message of a conversational refine turn, with the placeholder {feedback}."},
     )
     turn_loss_aggregation: str = field(
         default="mean",
@@ -171,3 +187,4 @@ class RefinerConfig(TrainingArguments):
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         check_template(self.refine_template, ("prompt", "hypothesis", "feedback"), "refine_template")
+        check_template(self.refine_feedback_template, ("feedback",), "refine_feedback_template")

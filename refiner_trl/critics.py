@@ -134,7 +134,10 @@ class CallableCritic:
 class ModelCritic:
     """A seq2seq or causal language model that writes feedback, one batched `generate` call per chunk.
 
-    It reads [`render_critic_input`] of each (prompt, hypothesis) and never sees the references.
+    It reads [`render_critic_input`] of each (prompt, hypothesis) and never sees the references. Prompts and
+    hypotheses are text (the trainer and [`refine`] pass a conversational prompt as
+    [`~refiner_trl.chat.plain_text`]). A chat model critic (`use_chat_template=True`) reads the rendered critic input
+    as one user message through its tokenizer's chat template.
 
     Args:
         model (`PreTrainedModel` or `str`):
@@ -151,6 +154,11 @@ class ModelCritic:
             Must be the template the critic was trained with.
         trust_remote_code (`bool`, *optional*, defaults to `False`):
             Passed to `from_pretrained` when `model` is a name or path.
+        use_chat_template (`bool`, *optional*, defaults to `False`):
+            Send each critic input as the user message of a conversation rendered with the tokenizer's chat template
+            and its generation prompt, for a chat (instruct) model critic.
+        chat_template_kwargs (`dict`, *optional*):
+            More keyword arguments for the chat template when `use_chat_template=True`.
     """
 
     def __init__(
@@ -162,6 +170,8 @@ class ModelCritic:
         batch_size: int = 64,
         template: str = CRITIC_INPUT_TEMPLATE,
         trust_remote_code: bool = False,
+        use_chat_template: bool = False,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ):
         from .generators import ModelGenerator
 
@@ -173,8 +183,10 @@ class ModelCritic:
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             trust_remote_code=trust_remote_code,
+            chat_template_kwargs=chat_template_kwargs,
         )
         self.template = template
+        self.use_chat_template = use_chat_template
 
     @property
     def model(self) -> PreTrainedModel:
@@ -193,4 +205,6 @@ class ModelCritic:
 
     def critique_rendered(self, critic_inputs: Sequence[str]) -> list[str]:
         """Feedback on critic inputs already rendered with the template (e.g. rows of critic training data)."""
+        if self.use_chat_template:
+            return self.generator.generate([[{"role": "user", "content": text}] for text in critic_inputs])
         return self.generator.generate(critic_inputs)

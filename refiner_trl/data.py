@@ -14,6 +14,8 @@ from datasets import Dataset, load_dataset
 PROMPT = "prompt"
 COMPLETION = "completion"
 LABEL_PAD = -100
+CHAT_ROLES = ("system", "user", "assistant")
+"""The message roles of a conversational prompt-completion row."""
 
 
 class DataError(ValueError):
@@ -86,8 +88,13 @@ def require_fields(rows: Sequence[dict[str, Any]] | Dataset, fields: Sequence[st
                 raise DataError(f"{source}, row {index}: field {field!r} is missing or empty")
 
 
-def validate_prompt_completion(dataset: Dataset, name: str = "train_dataset") -> None:
-    """Check TRL's prompt-completion format: non-empty `prompt` and `completion` strings in every row.
+def validate_prompt_completion(dataset: Dataset, name: str = "train_dataset") -> bool:
+    """Check TRL's prompt-completion format, standard or conversational, and return whether it is conversational.
+
+    Standard rows hold non-empty `prompt` and `completion` strings. Conversational rows (TRL's format; the trainer
+    detects it with `trl.data_utils.is_conversational`) hold a `prompt` list of `{"role", "content"}` messages that
+    ends with a user message, and a `completion` list of one assistant message; roles are [`CHAT_ROLES`]. All rows of
+    a dataset must have the first row's format.
 
     Raises:
         [`DataError`]: naming the dataset, and the row and field at fault.
@@ -100,12 +107,65 @@ def validate_prompt_completion(dataset: Dataset, name: str = "train_dataset") ->
                 f"{name} has no {field!r} column (columns: {dataset.column_names}); "
                 "RefinerTrainer takes TRL's prompt-completion format"
             )
-    for field in (PROMPT, COMPLETION):
-        for index, value in enumerate(dataset[field]):
-            if not isinstance(value, str):
-                raise DataError(f"{name}, row {index}: {field!r} must be a string, got {type(value).__name__}")
-            if not value.strip():
-                raise DataError(f"{name}, row {index}: {field!r} is empty")
+    # Any list is taken as meant to be messages, so that a malformed one gets the error that names its fault.
+    conversational = isinstance(dataset[0][PROMPT], list)
+    for index, (prompt, completion) in enumerate(zip(dataset[PROMPT], dataset[COMPLETION])):
+        where = f"{name}, row {index}"
+        for field, value in ((PROMPT, prompt), (COMPLETION, completion)):
+            if conversational and not isinstance(value, list):
+                raise DataError(
+                    f"{where}: {field!r} is a {type(value).__name__}, but row 0's prompt is a conversation (a list of "
+                    "messages); a dataset is either standard (strings) or conversational (messages), not both"
+                )
+            if not conversational:
+                if isinstance(value, list):
+                    raise DataError(
+                        f"{where}: {field!r} is a list, but row 0's prompt is a string; a dataset is either standard "
+                        "(strings) or conversational (lists of role/content messages), not both"
+                    )
+                if not isinstance(value, str):
+                    raise DataError(f"{where}: {field!r} must be a string, got {type(value).__name__}")
+                if not value.strip():
+                    raise DataError(f"{where}: {field!r} is empty")
+        if conversational:
+            check_messages(prompt, f"{where}, {PROMPT!r}", last_role="user")
+            check_messages(completion, f"{where}, {COMPLETION!r}", last_role="assistant")
+            if len(completion) != 1:
+                raise DataError(f"{where}: {COMPLETION!r} must hold one assistant message, got {len(completion)}")
+            if not completion[0]["content"].strip():
+                raise DataError(f"{where}, {COMPLETION!r}, message 0: 'content' is empty")
+    return conversational
+
+
+def check_messages(messages: Any, where: str, last_role: str | None = None) -> None:
+    """Check a conversation: a non-empty list of `{"role", "content"}` messages with [`CHAT_ROLES`] and text content.
+
+    Args:
+        messages (`Any`):
+            The value to check.
+        where (`str`):
+            Names the value in error messages, e.g. `"train_dataset, row 3, 'prompt'"`.
+        last_role (`str`, *optional*):
+            The role the last message must have.
+
+    Raises:
+        [`DataError`]: naming `where` and the message at fault.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: expected a non-empty list of messages, got {messages!r:.80}")
+    for number, message in enumerate(messages):
+        at = f"{where}, message {number}"
+        if not isinstance(message, dict):
+            raise DataError(f"{at}: expected a dict with 'role' and 'content', got {type(message).__name__}")
+        for key in ("role", "content"):
+            if message.get(key) is None:
+                raise DataError(f"{at}: no {key!r} (a message is {{'role': ..., 'content': ...}})")
+        if message["role"] not in CHAT_ROLES:
+            raise DataError(f"{at}: role {message['role']!r} is not one of {', '.join(CHAT_ROLES)}")
+        if not isinstance(message["content"], str):
+            raise DataError(f"{at}: 'content' must be a string, got {type(message['content']).__name__}")
+    if last_role is not None and messages[-1]["role"] != last_role:
+        raise DataError(f"{where}: the last message must be the {last_role}'s, got role {messages[-1]['role']!r}")
 
 
 @dataclass
@@ -139,10 +199,12 @@ def count_truncation(
     completions: Sequence[str],
     max_prompt_length: int | None,
     max_completion_length: int | None,
+    add_special_tokens: bool = True,
 ) -> Truncation:
     """How many prompts and completions [`encode_prompt_completion`] would cut, without building any tensor."""
-    prompt_lengths = [len(s) for s in _tokenize(tokenizer, prompts, special=True)]
-    completion_lengths = [len(s) + 1 for s in _tokenize(tokenizer, completions, special=False)]  # + EOS
+    prompt_lengths = [len(s) for s in _tokenize(tokenizer, prompts, special=add_special_tokens)]
+    eos = int(add_special_tokens)
+    completion_lengths = [len(s) + eos for s in _tokenize(tokenizer, completions, special=False)]
     return Truncation(
         prompts=0 if max_prompt_length is None else sum(n > max_prompt_length for n in prompt_lengths),
         completions=0 if max_completion_length is None else sum(n > max_completion_length for n in completion_lengths),
@@ -150,14 +212,20 @@ def count_truncation(
 
 
 def encode_prompts(
-    tokenizer, prompts: Sequence[str], max_length: int | None, is_encoder_decoder: bool
+    tokenizer,
+    prompts: Sequence[str],
+    max_length: int | None,
+    is_encoder_decoder: bool,
+    add_special_tokens: bool = True,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Tokenize prompts for generation: left padding for causal models, right padding for encoder-decoders.
+
+    `add_special_tokens=False` for chat-template renders, which hold their special tokens (BOS, ...) already.
 
     Returns:
         `(inputs, n_truncated)`: `input_ids` and `attention_mask` tensors, and how many prompts were cut.
     """
-    ids, n_truncated = _truncate_prompts(_tokenize(tokenizer, prompts, special=True), max_length)
+    ids, n_truncated = _truncate_prompts(_tokenize(tokenizer, prompts, special=add_special_tokens), max_length)
     left = not is_encoder_decoder
     input_ids = _pad(ids, tokenizer.pad_token_id, left)
     attention_mask = _pad([[1] * len(s) for s in ids], 0, left)
@@ -171,15 +239,23 @@ def encode_prompt_completion(
     max_prompt_length: int | None,
     max_completion_length: int | None,
     is_encoder_decoder: bool,
+    add_special_tokens: bool = True,
 ) -> tuple[dict[str, torch.Tensor], Truncation]:
     """Tokenize prompt-completion pairs for the cross-entropy of the completion given the prompt.
 
     Encoder-decoder: the prompt is the encoder input and the completion + EOS the labels. Causal: prompt + completion
     + EOS is one right-padded sequence whose labels mask the prompt and the padding with -100. Completions are cut to
     `max_completion_length` tokens (EOS included) and prompts keep their last `max_prompt_length` tokens.
+
+    `add_special_tokens=False` for chat-template renders (see [`~refiner_trl.chat.render_prompt_completion`]): they
+    hold their special tokens already, so none is added and no EOS is appended (the template ends the turn), as TRL's
+    `SFTTrainer` does for conversational rows.
     """
-    prompt_ids, cut_prompts = _truncate_prompts(_tokenize(tokenizer, prompts, special=True), max_prompt_length)
-    completion_ids = [s + [tokenizer.eos_token_id] for s in _tokenize(tokenizer, completions, special=False)]
+    prompt_ids, cut_prompts = _truncate_prompts(
+        _tokenize(tokenizer, prompts, special=add_special_tokens), max_prompt_length
+    )
+    eos = [tokenizer.eos_token_id] if add_special_tokens else []
+    completion_ids = [s + eos for s in _tokenize(tokenizer, completions, special=False)]
     cut_completions = 0
     if max_completion_length is not None:
         cut_completions = sum(len(s) > max_completion_length for s in completion_ids)

@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from .chat import Prompt, plain_text
 from .critics import Critic
 from .data import COMPLETION, PROMPT
 from .generators import Generator, as_generator, checked_generate
@@ -197,19 +198,25 @@ class _FirstTurnCache:
     otherwise.
     """
 
-    def __init__(self, generator: Generator, prompts: Sequence[str]):
+    def __init__(self, generator: Generator, prompts: Sequence[Prompt]):
         self.generator = generator
-        self.first_turn = set(prompts)
+        self.first_turn = {_key(p) for p in prompts}
         self.cache: dict[str, str] = {}
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
         prompts = list(prompts)
-        if not all(p in self.first_turn for p in prompts):
+        keys = [_key(p) for p in prompts]
+        if not all(key in self.first_turn for key in keys):
             return checked_generate(self.generator, prompts)
-        todo = list(dict.fromkeys(p for p in prompts if p not in self.cache))
+        todo = {key: prompt for key, prompt in zip(keys, prompts) if key not in self.cache}
         if todo:
-            self.cache.update(zip(todo, checked_generate(self.generator, todo)))
-        return [self.cache[p] for p in prompts]
+            self.cache.update(zip(todo, checked_generate(self.generator, list(todo.values()))))
+        return [self.cache[key] for key in keys]
+
+
+def _key(prompt: Prompt) -> str:
+    """A hashable key of a string or conversational prompt."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
 def _never_called(prompts: list[str], hypotheses: list[str], references: list[str] | None) -> list[str]:
@@ -231,6 +238,8 @@ def evaluate_refinement(
     accepted an earlier one (see [`hypotheses_at_turn`]). A critic given as `None` is the generator alone (turn 0
     only). The generator writes z_0 once per dataset prompt, so every critic refines the same z_0 and the
     generator-alone row costs nothing more; the references (`completion`) go to the critics (the oracle needs them).
+    Conversational rows (TRL's format) give the generator their conversations and the critics their text
+    ([`~refiner_trl.chat.plain_text`]).
 
     Args:
         task ([`Task`]):
@@ -254,7 +263,7 @@ def evaluate_refinement(
     """
     rows_list = rows.to_list() if isinstance(rows, Dataset) else list(rows)
     prompts = [row[PROMPT] for row in rows_list]
-    references = [row[COMPLETION] for row in rows_list]
+    references = [plain_text(row[COMPLETION]) for row in rows_list]
     generator = _FirstTurnCache(as_generator(generator), prompts)
 
     def score(predictions: list[str]) -> dict[str, float]:

@@ -19,9 +19,14 @@ class GeneratorError(RuntimeError):
 
 @runtime_checkable
 class Generator(Protocol):
-    """What [`refine`] needs of a generator: batched generation, one text per prompt, in the prompts' order."""
+    """What [`refine`] needs of a generator: batched generation, one text per prompt, in the prompts' order.
 
-    def generate(self, prompts: Sequence[str]) -> list[str]: ...
+    A prompt is a string or a conversation (a list of `{"role", "content"}` messages ending with the user's, TRL's
+    conversational format); the prompts of one call are all of one kind. Chat generators take conversations as
+    they are ([`ModelGenerator`] renders them with the tokenizer's chat template).
+    """
+
+    def generate(self, prompts: Sequence[str] | Sequence[list[dict[str, str]]]) -> list[str]: ...
 
 
 def checked_generate(generator: Generator, prompts: Sequence[str], where: str = "") -> list[str]:
@@ -30,8 +35,8 @@ def checked_generate(generator: Generator, prompts: Sequence[str], where: str = 
     Args:
         generator ([`Generator`]):
             The generator to call once with all `prompts`.
-        prompts (`Sequence[str]`):
-            The prompts.
+        prompts (`Sequence[str]` or `Sequence[list[dict]]`):
+            The prompts: strings or conversations.
         where (`str`, *optional*, defaults to `""`):
             Appended to error messages, e.g. `" (turn 2)"`.
     """
@@ -74,6 +79,10 @@ class CallableGenerator:
 class ModelGenerator:
     """A seq2seq or causal language model, greedy or sampled, through [`generate_texts`] (one call per chunk).
 
+    Conversational prompts are rendered with the tokenizer's chat template and its generation prompt
+    ([`~refiner_trl.chat.render_generation_prompts`], `chat_template_kwargs`) and tokenized without adding special
+    tokens, which the template wrote; string prompts are tokenized as they are.
+
     Args:
         model (`PreTrainedModel` or `str`):
             The generator model, or a name or path to load it from (its tokenizer comes from the same place).
@@ -93,6 +102,8 @@ class ModelGenerator:
             How many prompts go into one `generate` call.
         trust_remote_code (`bool`, *optional*, defaults to `False`):
             Passed to `from_pretrained` when `model` is a name or path.
+        chat_template_kwargs (`dict`, *optional*):
+            More keyword arguments for the chat template of conversational prompts, e.g. `{"enable_thinking": False}`.
 
     Attributes:
         num_truncated_prompts (`int`):
@@ -110,6 +121,7 @@ class ModelGenerator:
         top_p: float = 1.0,
         batch_size: int = 64,
         trust_remote_code: bool = False,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ):
         if isinstance(model, str):
             from .modeling import load_model_and_tokenizer
@@ -128,12 +140,18 @@ class ModelGenerator:
         self.temperature = temperature
         self.top_p = top_p
         self.batch_size = batch_size
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.num_truncated_prompts = 0
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str] | Sequence[list[dict[str, str]]]) -> list[str]:
+        from .chat import check_prompts, render_generation_prompts, require_chat_template
         from .modeling import generate_texts
 
         prompts = list(prompts)
+        chat = check_prompts(prompts, f"{type(self).__name__}.generate: prompts")
+        if chat:
+            require_chat_template(self.tokenizer, f"{type(self).__name__}.generate: prompts[0]")
+            prompts = render_generation_prompts(self.tokenizer, prompts, self.chat_template_kwargs)
         texts: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk, n_truncated = generate_texts(
@@ -145,6 +163,7 @@ class ModelGenerator:
                 do_sample=self.do_sample,
                 temperature=self.temperature,
                 top_p=self.top_p,
+                add_special_tokens=not chat,
             )
             texts.extend(chunk)
             self.num_truncated_prompts += n_truncated

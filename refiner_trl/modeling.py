@@ -213,14 +213,18 @@ def generate_texts(
     temperature: float = 1.0,
     top_p: float = 1.0,
     top_k: int = 0,
+    add_special_tokens: bool = True,
 ) -> tuple[list[str], int]:
     """Generate for all prompts in one `generate` call; the `num_return_sequences` texts of a prompt are adjacent.
+
+    Conversations are rendered to text first ([`~refiner_trl.chat.render_generation_prompts`]) and passed with
+    `add_special_tokens=False`: the chat template wrote their special tokens already.
 
     Returns:
         `(texts, n_truncated)`: the decoded, stripped new text, and how many prompts were cut to `max_prompt_length`.
     """
     encoder_decoder = is_encoder_decoder(model)
-    inputs, n_truncated = encode_prompts(tokenizer, prompts, max_prompt_length, encoder_decoder)
+    inputs, n_truncated = encode_prompts(tokenizer, prompts, max_prompt_length, encoder_decoder, add_special_tokens)
     inputs = {key: value.to(model.device) for key, value in inputs.items()}
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if do_sample else {}
     output = model.generate(

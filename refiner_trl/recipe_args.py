@@ -47,6 +47,11 @@ class TaskArguments:
             Keep only the first rows of the evaluation data.
         data_seed (`int`, *optional*, defaults to `0`):
             Seed of the synthetic data (evaluation data uses `data_seed + 1`).
+        conversational (`bool`, *optional*, defaults to `False`):
+            Give the rows in TRL's conversational format ([`~refiner_trl.chat.to_conversational`]: the prompt as a
+            user message, the completion as the assistant's), for chat models: the trainer and the evaluation render
+            them with the tokenizer's chat template, and refine turns continue the conversation. The critic still
+            reads the plain text. Needs a tokenizer with a chat template (not a tiny one).
     """
 
     task: str = field(default="moral_stories", metadata={"help": "mwp, snlr or moral_stories."})
@@ -59,6 +64,9 @@ class TaskArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation rows."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the synthetic data."})
+    conversational: bool = field(
+        default=False, metadata={"help": "Rows as conversations (user prompt, assistant completion) for chat models."}
+    )
 
     def get_task(self) -> Task:
         """The task named by `task`."""
@@ -67,11 +75,17 @@ class TaskArguments:
         return get_task(self.task)
 
     def load(self) -> tuple[Task, Dataset, Dataset]:
-        """Return the task, its training rows and its evaluation rows (prompt-completion format plus task fields)."""
+        """Return the task, its training rows and its evaluation rows (prompt-completion format plus task fields,
+        conversational when `conversational`)."""
         task = self.get_task()
         train = self._rows(task, self.train_path, self.train_split, self.synthetic_train_size, self.data_seed)
         evaluation = self._rows(task, self.eval_path, self.eval_split, self.synthetic_eval_size, self.data_seed + 1)
-        return task, _head(train, self.max_train_samples), _head(evaluation, self.max_eval_samples)
+        train, evaluation = _head(train, self.max_train_samples), _head(evaluation, self.max_eval_samples)
+        if self.conversational:
+            from .chat import to_conversational
+
+            train, evaluation = to_conversational(train), to_conversational(evaluation)
+        return task, train, evaluation
 
     @staticmethod
     def _rows(task: Task, path: str | None, split: str, size: int, seed: int) -> Dataset:
@@ -206,6 +220,9 @@ class CriticArguments:
             Retries of an LLM critic's failed request.
         critic_max_workers (`int`, *optional*, defaults to `8`):
             Concurrent requests of an LLM critic.
+        critic_use_chat_template (`bool`, *optional*, defaults to `False`):
+            The critic model is a chat model: it reads each critic input as a user message rendered with its
+            tokenizer's chat template ([`ModelCritic`]'s `use_chat_template`).
     """
 
     critic: str = field(
@@ -224,6 +241,9 @@ class CriticArguments:
     critic_timeout: float = field(default=60.0, metadata={"help": "Seconds per LLM critic request."})
     critic_max_retries: int = field(default=3, metadata={"help": "Retries of a failed LLM critic request."})
     critic_max_workers: int = field(default=8, metadata={"help": "Concurrent LLM critic requests."})
+    critic_use_chat_template: bool = field(
+        default=False, metadata={"help": "The critic is a chat model: its input goes through its chat template."}
+    )
 
     def __post_init__(self) -> None:
         for name in ("critic", "llm_critic"):
@@ -263,6 +283,7 @@ class CriticArguments:
             max_new_tokens=self.critic_max_new_tokens,
             batch_size=self.critic_batch_size,
             trust_remote_code=trust_remote_code,
+            use_chat_template=self.critic_use_chat_template,
         )
 
     def build_llm(self, task: Task, spec: str) -> LLMCritic:

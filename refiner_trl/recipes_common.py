@@ -371,6 +371,7 @@ def evaluate_and_report(
         max_prompt_length=getattr(args, "max_prompt_length", None) or 512,
         max_new_tokens=max_new_tokens or getattr(args, "max_completion_length", None) or 64,
         batch_size=args.per_device_eval_batch_size,
+        chat_template_kwargs=getattr(args, "chat_template_kwargs", None),
     )
     trained_path = recipe_args.eval_critic or critic_args.trained_critic_path
     trained = None
@@ -455,6 +456,11 @@ def run_generator(argv: Sequence[str] | None = None) -> EvaluationResult | None:
     from .supervised import train_supervised
 
     task_args, model_args, critic_args, recipe_args, args = parse_recipe_args(GENERATOR_ARGUMENTS, argv)
+    if task_args.conversational:
+        raise ValueError(
+            "conversational: the warm start trains on standard rows; use conversational rows with the REFINER "
+            "recipes (recipes/train_mwp.py, train_snlr.py, train_ms.py)"
+        )
     task, train_rows, eval_rows, model, tokenizer = _setup(task_args, model_args, recipe_args, args)
     eval_dataset = eval_rows if args.eval_strategy != "no" else None
     trainer = train_supervised(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from .critics import CallableCritic, Critic, checked_critique, is_no_error
 from .generators import Generator, _is_torch_module, as_generator, checked_generate
-from .templates import REFINE_TEMPLATE, check_template, render_refine_prompt
+from .templates import REFINE_FEEDBACK_TEMPLATE, REFINE_TEMPLATE, check_template
+
+if TYPE_CHECKING:
+    from .chat import Prompt
 
 
 @dataclass
@@ -18,13 +21,13 @@ class RefinementTrace:
     """Everything [`refine`] did for one example.
 
     `feedback[t]` is the critic's feedback on `hypotheses[t]`, and `hypotheses[t + 1]` was generated from
-    `render_refine_prompt(prompt, hypotheses[t], feedback[t])`. So `len(feedback) == len(hypotheses)` when the last
+    `refine_prompt(prompt, hypotheses[t], feedback[t])`. So `len(feedback) == len(hypotheses)` when the last
     hypothesis was critiqued (the critic accepted it, or `final_critique=True`), else `len(feedback) ==
     len(hypotheses) - 1`.
 
     Args:
-        prompt (`str`):
-            The input x.
+        prompt (`str` or `list[dict]`):
+            The input x: a string, or a conversation of `{"role", "content"}` messages.
         hypotheses (`list[str]`):
             One hypothesis per generation turn, turn 0 (from x alone) first.
         feedback (`list[str]`):
@@ -36,7 +39,7 @@ class RefinementTrace:
             example stopped early.
     """
 
-    prompt: str
+    prompt: Prompt
     hypotheses: list[str] = field(default_factory=list)
     feedback: list[str] = field(default_factory=list)
     final: str = ""
@@ -61,18 +64,23 @@ def _as_critic(critic: Critic | Callable[..., list[str]]) -> Critic:
 def refine(
     generator: Generator | Callable[[list[str]], list[str]] | tuple[Any, Any],
     critic: Critic | Callable[..., list[str]],
-    prompts: Sequence[str],
-    references: Sequence[str] | None = None,
+    prompts: Sequence[Prompt],
+    references: Sequence[Prompt] | None = None,
     max_turns: int = 3,
     refine_template: str = REFINE_TEMPLATE,
     final_critique: bool = False,
     progress: bool = False,
+    refine_feedback_template: str = REFINE_FEEDBACK_TEMPLATE,
 ) -> list[RefinementTrace]:
     """Refine each prompt's hypothesis with the critic's feedback until the critic finds no error, up to `max_turns`.
 
     Turn 0 generates z_0 for all prompts in one generator call. Then, for turn t = 1..`max_turns`: the critic reads
     z_{t-1} of the examples still open (one batched call); those it answers "no error" ([`is_no_error`]) close; the
-    generator writes z_t for the others from `render_refine_prompt(x, z_{t-1}, f_{t-1})` (one batched call). The work
+    generator writes z_t for the others from [`~refiner_trl.chat.refine_prompt`] of x, z_{t-1} and f_{t-1} (one batched
+    call): `refine_template` for a string prompt, and for a conversation the conversation continued with z_{t-1} as
+    the assistant's message and `refine_feedback_template` of f_{t-1} as the user's. The generator receives
+    conversations as they are ([`ModelGenerator`] renders them with its chat template); the critic always receives
+    text ([`~refiner_trl.chat.plain_text`]: a conversation's message contents joined with newlines). The work
     of each turn shrinks with the examples still open, and a turn with none open calls nothing.
 
     By default the last refined hypothesis z_`max_turns` gets no critique: with no turn left to use it, it would only
@@ -86,10 +94,11 @@ def refine(
         critic ([`Critic`] or `Callable`):
             A [`Critic`], or a function `fn(prompts, hypotheses, references) -> feedback` (wrapped in
             [`CallableCritic`]).
-        prompts (`Sequence[str]`):
-            The inputs x.
+        prompts (`Sequence[str]` or `Sequence[list[dict]]`):
+            The inputs x: all strings, or all conversations of `{"role", "content"}` messages ending with the user's.
         references (`Sequence[str]`, *optional*):
-            Gold completions, one per prompt, passed to the critic (oracle critics need them; others ignore them).
+            Gold completions, one per prompt, passed to the critic as text (oracle critics need them; others ignore
+            them). A conversational completion (a list holding the assistant's message) is passed as its content.
         max_turns (`int`, *optional*, defaults to `3`):
             The most refine turns T per example; `0` only generates z_0.
         refine_template (`str`, *optional*, defaults to [`REFINE_TEMPLATE`]):
@@ -99,6 +108,9 @@ def refine(
             Also critique the hypotheses of examples still open after the last refine turn.
         progress (`bool`, *optional*, defaults to `False`):
             Show a progress bar over turns, with the number of examples still open.
+        refine_feedback_template (`str`, *optional*, defaults to [`REFINE_FEEDBACK_TEMPLATE`]):
+            The user message of a conversational refine turn, with the placeholder `{feedback}`; it must be the
+            template the generator was trained with.
 
     Returns:
         `list[RefinementTrace]`: one [`RefinementTrace`] per prompt, in the prompts' order.
@@ -117,16 +129,21 @@ def refine(
 
     ```
     """
+    from .chat import check_prompts, plain_text, refine_prompt  # on first use: it imports TRL and torch
+
     generator = as_generator(generator)
     critic = _as_critic(critic)
     prompts = list(prompts)
+    check_prompts(prompts, "refine: prompts")
+    critic_prompts = [plain_text(prompt) for prompt in prompts]
     if references is not None:
-        references = list(references)
+        references = [plain_text(reference) for reference in references]
         if len(references) != len(prompts):
             raise ValueError(f"Got {len(references)} references for {len(prompts)} prompts; pass one per prompt.")
     if not isinstance(max_turns, int) or max_turns < 0:
         raise ValueError(f"max_turns must be an int >= 0, got {max_turns!r}")
     check_template(refine_template, ("prompt", "hypothesis", "feedback"), "refine_template")
+    check_template(refine_feedback_template, ("feedback",), "refine_feedback_template")
 
     traces = [RefinementTrace(prompt=prompt) for prompt in prompts]
     if not prompts:
@@ -139,7 +156,7 @@ def refine(
         for turn in range(1, max_turns + 1 + int(final_critique)):
             feedback = checked_critique(
                 critic,
-                [prompts[i] for i in open_],
+                [critic_prompts[i] for i in open_],
                 [traces[i].hypotheses[-1] for i in open_],
                 None if references is None else [references[i] for i in open_],
                 where=f" (critique of turn {turn - 1})",
@@ -151,7 +168,13 @@ def refine(
             if turn > max_turns or not open_:
                 break
             refine_prompts = [
-                render_refine_prompt(prompts[i], traces[i].hypotheses[-1], traces[i].feedback[-1], refine_template)
+                refine_prompt(
+                    prompts[i],
+                    traces[i].hypotheses[-1],
+                    traces[i].feedback[-1],
+                    refine_template,
+                    refine_feedback_template,
+                )
                 for i in open_
             ]
             for i, hypothesis in zip(open_, checked_generate(generator, refine_prompts, f" (turn {turn})")):

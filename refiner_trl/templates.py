@@ -1,4 +1,4 @@
-"""The two text templates of REFINER: what a model critic reads, and the generator's refine prompt."""
+"""The text templates of REFINER: what a model critic reads, and the generator's refine prompt (text or chat)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ CRITIC_INPUT_TEMPLATE = "{prompt}\nHypothesis: {hypothesis}\nFeedback:"
 
 REFINE_TEMPLATE = "{prompt}\nPrevious answer: {hypothesis}\nFeedback: {feedback}\nRefined answer:"
 """The prompt of a refine turn: the original prompt x, the picked hypothesis z and the critic's feedback f."""
+
+REFINE_FEEDBACK_TEMPLATE = "Feedback: {feedback}\nWrite the refined answer."
+"""The user message of a conversational refine turn, after the assistant message holding the picked hypothesis."""
 
 
 def render_critic_input(prompt: str, hypothesis: str, template: str = CRITIC_INPUT_TEMPLATE) -> str:

@@ -21,6 +21,16 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.base_trainer import _BaseTrainer
 
+from .chat import (
+    Prompt,
+    is_conversation,
+    plain_text,
+    prefix_mismatch,
+    refine_prompt,
+    render_generation_prompts,
+    render_prompt_completion,
+    require_chat_template,
+)
 from .config import RefinerConfig
 from .critics import Critic, CriticError, checked_critique, is_no_error
 from .data import (
@@ -33,7 +43,6 @@ from .data import (
     validate_prompt_completion,
 )
 from .modeling import generate_texts, is_encoder_decoder, load_model_and_tokenizer, prepare_tokenizer
-from .templates import render_refine_prompt
 
 
 class RefinerTrainer(_BaseTrainer):
@@ -56,9 +65,15 @@ class RefinerTrainer(_BaseTrainer):
             Training arguments. Defaults to a [`RefinerConfig`] writing to `<model name>-REFINER`.
         critic ([`~refiner_trl.critics.Critic`]):
             Anything with `critique(prompts, hypotheses, references) -> list[str]`. It receives the dataset prompts,
-            the picked hypotheses and the gold completions as references.
+            the picked hypotheses and the gold completions as references, always as text: a conversational prompt or
+            completion as its messages' contents joined with newlines ([`~refiner_trl.chat.plain_text`]).
         train_dataset ([`~datasets.Dataset`]):
-            TRL's prompt-completion format: `prompt` and `completion` string columns.
+            TRL's prompt-completion format, standard (`prompt` and `completion` strings) or conversational (`prompt` a
+            list of `{"role", "content"}` messages ending with the user's, `completion` a list holding the
+            assistant's message). Conversational rows are rendered with the tokenizer's chat template
+            (`chat_template_kwargs`), and a refine turn continues the conversation with the picked hypothesis as the
+            assistant's message and the feedback as the user's (`refine_feedback_template`). The loss is on the
+            completion tokens only either way.
         eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
             Same format; evaluation computes the same multi-turn loss and metrics.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
@@ -124,7 +139,8 @@ class RefinerTrainer(_BaseTrainer):
         elif eval_dataset is not None:
             datasets["eval_dataset"] = eval_dataset
         for name, dataset in datasets.items():
-            validate_prompt_completion(dataset, name)
+            if validate_prompt_completion(dataset, name):
+                require_chat_template(processing_class, f"{name}, row 0, {PROMPT!r}")
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -148,6 +164,7 @@ class RefinerTrainer(_BaseTrainer):
         }
         self._pick_position = {"train": (-1, 0), "eval": (-1, 0)}
         self._warned_truncation = False
+        self._warned_chat_prefix = False
         for name, dataset in datasets.items():
             self._report_dataset_truncation(dataset, name)
         if hasattr(self.model, "add_model_tags"):
@@ -158,12 +175,14 @@ class RefinerTrainer(_BaseTrainer):
 
     def _report_dataset_truncation(self, dataset: Dataset, name: str) -> None:
         """Warn, before training, how many of a dataset's prompts and completions exceed the length limits."""
+        prompts, completions, add_special_tokens = self._loss_texts(dataset[PROMPT], dataset[COMPLETION])
         truncation = count_truncation(
             self.processing_class,
-            dataset[PROMPT],
-            dataset[COMPLETION],
+            prompts,
+            completions,
             self.args.max_prompt_length,
             self.args.max_completion_length,
+            add_special_tokens,
         )
         if truncation.prompts or truncation.completions:
             warnings.warn(
@@ -190,7 +209,7 @@ class RefinerTrainer(_BaseTrainer):
     def compute_loss(
         self,
         model: torch.nn.Module,
-        inputs: dict[str, list[str]],
+        inputs: dict[str, list[Prompt]],
         return_outputs: bool = False,
         num_items_in_batch: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, None]:
@@ -206,8 +225,8 @@ class RefinerTrainer(_BaseTrainer):
 
     @torch.no_grad()
     def _explore(
-        self, model: torch.nn.Module, prompts: list[str], references: list[str], mode: str
-    ) -> list[list[str]]:
+        self, model: torch.nn.Module, prompts: list[Prompt], references: list[Prompt], mode: str
+    ) -> list[list[Prompt]]:
         """Explore T - 1 turns (T with `explore_last_turn`) and return each turn's prompts (turn 0: the dataset's)."""
         args, k = self.args, self.args.num_hypotheses
         metrics = self._metrics[mode]
@@ -218,6 +237,7 @@ class RefinerTrainer(_BaseTrainer):
         pick_rng = self._pick_generator(mode)  # also tracks the (step, micro-batch) position that errors name
         if num_explored == 0:
             return turn_prompts
+        critic_prompts, critic_references = [plain_text(x) for x in prompts], [plain_text(r) for r in references]
         was_training = model.training
         with unwrap_model_for_generation(
             model,
@@ -234,7 +254,7 @@ class RefinerTrainer(_BaseTrainer):
 
                 start = time.perf_counter()
                 where = f" (global step {self.state.global_step}, turn {turn})"
-                picked, feedback = self._pick_and_critique(prompts, groups, references, pick_rng, where)
+                picked, feedback = self._pick_and_critique(critic_prompts, groups, critic_references, pick_rng, where)
                 metrics["time/critique"][-1] += time.perf_counter() - start
 
                 metrics[f"turn_{turn}/no_error"].append(float(np.mean([is_no_error(f) for f in feedback])))
@@ -242,20 +262,23 @@ class RefinerTrainer(_BaseTrainer):
                 if turn + 1 < args.num_refinement_turns:
                     turn_prompts.append(
                         [
-                            render_refine_prompt(x, z, f, args.refine_template)
+                            refine_prompt(x, z, f, args.refine_template, args.refine_feedback_template)
                             for x, z, f in zip(prompts, picked, feedback)
                         ]
                     )
         model.train(was_training)
         return turn_prompts
 
-    def _sample(self, generator: torch.nn.Module, prompts: list[str]) -> list[str]:
-        """k hypotheses per prompt in one `generate` call, with the exploration's sampling settings (prompt-major)."""
+    def _sample(self, generator: torch.nn.Module, prompts: list[Prompt]) -> list[str]:
+        """k hypotheses per prompt in one `generate` call, with the exploration's sampling settings (prompt-major).
+
+        Conversations are rendered with the chat template and its generation prompt first."""
         args = self.args
+        chat = is_conversation(prompts[0])
         hypotheses, _ = generate_texts(
             generator,
             self.processing_class,
-            prompts,
+            render_generation_prompts(self.processing_class, prompts, args.chat_template_kwargs) if chat else prompts,
             max_prompt_length=args.max_prompt_length,
             max_new_tokens=args.max_new_tokens,
             do_sample=True,
@@ -263,21 +286,49 @@ class RefinerTrainer(_BaseTrainer):
             temperature=args.temperature,
             top_p=args.top_p,
             top_k=args.top_k,
+            add_special_tokens=not chat,
         )
         return hypotheses
 
+    def _loss_texts(self, prompts: list[Prompt], completions: list[Prompt]) -> tuple[list[str], list[str], bool]:
+        """The prompt and completion texts of the loss, and whether to add special tokens when tokenizing them.
+
+        Strings are returned as they are. Conversations are rendered with the chat template (TRL's
+        `apply_chat_template`), whose special tokens are in the text; a prompt text that differs from the one
+        generation sees (a template that is not prefix-preserving) is warned about once."""
+        if not is_conversation(prompts[0]):
+            return list(prompts), list(completions), True
+        kwargs = self.args.chat_template_kwargs
+        prompt_texts, completion_texts = render_prompt_completion(self.processing_class, prompts, completions, kwargs)
+        if not self._warned_chat_prefix:
+            mismatch = prefix_mismatch(render_generation_prompts(self.processing_class, prompts, kwargs), prompt_texts)
+            if mismatch is not None:
+                self._warned_chat_prefix = True
+                warnings.warn(
+                    "The chat template is not prefix-preserving: it renders a prompt with the generation prompt "
+                    "differently than followed by the completion, so the loss conditions the gold completion on a "
+                    f"context that exploration does not sample from ({mismatch}). Use a template that renders both "
+                    "the same way. This warning is shown once.",
+                    stacklevel=3,
+                )
+        return prompt_texts, completion_texts, False
+
     def _turn_losses(
-        self, model: torch.nn.Module, turn_prompts: list[list[str]], completions: list[str], mode: str
+        self, model: torch.nn.Module, turn_prompts: list[list[Prompt]], completions: list[Prompt], mode: str
     ) -> torch.Tensor:
         """Cross-entropy of the gold completions given every turn's prompts, in one forward pass; one loss per turn."""
         num_turns, batch_size = len(turn_prompts), len(completions)
+        prompts, completion_texts, add_special_tokens = self._loss_texts(
+            [p for prompts in turn_prompts for p in prompts], completions * num_turns
+        )
         batch, truncation = encode_prompt_completion(
             self.processing_class,
-            [p for prompts in turn_prompts for p in prompts],
-            completions * num_turns,
+            prompts,
+            completion_texts,
             self.args.max_prompt_length,
             self.args.max_completion_length,
             self.encoder_decoder,
+            add_special_tokens,
         )
         self._count_truncation(truncation.prompts, self._metrics[mode])
         batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}

@@ -225,3 +225,31 @@ def served_answer(transformers_server):
         return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
     return answer
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<s>{{ message['role'] }}\n{{ message['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+"""A ChatML-like template on the tiny tokenizer's own special tokens: `<s>` opens a turn, `</s>` (EOS) ends it, with
+nothing after it, so a conversational row renders to exactly the tokens of a standard row holding the rendered
+prompt and the completion (+ EOS)."""
+
+
+def as_conversation(row: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+    """A standard prompt-completion row in TRL's conversational format: one user message, one assistant message."""
+    return {
+        "prompt": [{"role": "user", "content": row["prompt"]}],
+        "completion": [{"role": "assistant", "content": row["completion"]}],
+    }
+
+
+def chat_tokenizer_for(rows: list[dict[str, str]]):
+    """[`tokenizer_for`] the rows, trained on their chat renders too, with [`CHAT_TEMPLATE`] as chat template."""
+    from refiner_trl.templates import REFINE_FEEDBACK_TEMPLATE
+
+    texts = [f"<s>user\n{r['prompt']}</s><s>assistant\n{r['completion']}</s>" for r in rows]
+    texts += [REFINE_TEMPLATE + REFINE_FEEDBACK_TEMPLATE + " The code is No error. user assistant"] * 20
+    tokenizer = train_tokenizer([r["prompt"] + " " + r["completion"] for r in rows] + texts, vocab_size=400)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer

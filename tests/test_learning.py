@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import code_rows, reveal_feedback, tokenizer_for
+from conftest import as_conversation, chat_tokenizer_for, code_rows, reveal_feedback, tokenizer_for
 from datasets import Dataset
 
 from refiner_trl import CallableCritic, ModelGenerator, RefinerConfig, RefinerTrainer, refine
@@ -13,10 +13,13 @@ STEPS, BATCH = 300, 32
 
 
 @pytest.mark.slow
-def test_refine_turn_learns_to_use_feedback(tmp_path):
+@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
+def test_refine_turn_learns_to_use_feedback(tmp_path, conversational):
     # Every training row is new, so a prompt's code can only be read from the feedback, never memorised.
     train, test = code_rows(STEPS * BATCH, seed=1, length=1), code_rows(100, seed=2, length=1)
-    tokenizer = tokenizer_for(train)
+    # Conversational: the same rows as chat turns, and the refine turn a continued conversation.
+    tokenizer = chat_tokenizer_for(train) if conversational else tokenizer_for(train)
+    as_format = as_conversation if conversational else dict
     model = build_tiny_model("causal", tokenizer, seed=0, initializer_range=0.1)
     oracle = CallableCritic(
         lambda prompts, hypotheses, refs: [reveal_feedback(h, r) for h, r in zip(hypotheses, refs)]
@@ -36,14 +39,13 @@ def test_refine_turn_learns_to_use_feedback(tmp_path):
         save_strategy="no",
         disable_tqdm=True,
     )
-    RefinerTrainer(
-        model, args, critic=oracle, train_dataset=Dataset.from_list(train), processing_class=tokenizer
-    ).train()
+    rows = Dataset.from_list([as_format(r) for r in train])
+    RefinerTrainer(model, args, critic=oracle, train_dataset=rows, processing_class=tokenizer).train()
 
     traces = refine(
         ModelGenerator(model.eval(), tokenizer, max_new_tokens=3),
         oracle,
-        [r["prompt"] for r in test],
+        [as_format(r)["prompt"] for r in test],
         references=[r["completion"] for r in test],
         max_turns=1,
     )

@@ -33,7 +33,6 @@ def test_readme_names_the_commands_that_exist():
         "docs/benchmarks.md",
         "recipes/mwp_smollm2.yaml",
         "recipes/evaluate_mwp_smollm2.yaml",
-        "refiner_trl/pretrained.py",
     ):
         assert script in text and (root / script).is_file(), script
     assert "python -m pytest -q" in text
@@ -46,14 +45,15 @@ def python_blocks(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_readmes_python_examples_run_as_written(tmp_path):
+def test_the_readmes_python_examples_run_as_written(tmp_path, smollm2_path):
+    """The README's Python blocks, in order, as one script (a later block uses the names of an earlier one), run
+    from a folder where the fetch command's `outputs/pretrained/smollm2-135m-instruct` is the fetched model."""
     blocks = python_blocks(README.read_text())
-    assert len(blocks) >= 1 and "RefinerTrainer(" in blocks[0]
-    for index, block in enumerate(blocks):
-        script = tmp_path / f"readme_block_{index}.py"
-        script.write_text("import torch\ntorch.set_num_threads(1)\n" + block, encoding="utf-8")
-        result = subprocess.run(
-            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600
-        )
-        assert result.returncode == 0, f"README python block {index} failed:\n{result.stderr[-3000:]}"
+    assert len(blocks) >= 2 and "RefinerTrainer(" in blocks[0]
+    (tmp_path / "outputs" / "pretrained").mkdir(parents=True)
+    (tmp_path / "outputs" / "pretrained" / "smollm2-135m-instruct").symlink_to(smollm2_path, target_is_directory=True)
+    script = tmp_path / "readme_blocks.py"
+    script.write_text("import torch\ntorch.set_num_threads(1)\n" + "\n".join(blocks), encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"the README's Python blocks failed:\n{result.stderr[-3000:]}"
     assert (tmp_path / "out").is_dir()  # the plugin example trained in its output_dir

@@ -64,7 +64,7 @@ BAD_DATASETS = [
     ({"train": [*GOOD, {"prompt": "a", "completion": None}]}, r"train_dataset, row 2: 'completion' must be a string"),
     (
         {"train": [{"prompt": [{"role": "user", "content": "hi"}], "completion": "a"}]},
-        r"train_dataset, row 0: 'prompt' must be a string, got list",
+        r"train_dataset, row 0: 'completion' is a str, but row 0's prompt is a conversation",
     ),
     ({"train": [{"prompt": "a", "completion": 7}]}, r"row 0: 'completion' must be a string, got int"),
     ({"eval_dataset": [{"prompt": "a"}]}, r"eval_dataset has no 'completion' column"),

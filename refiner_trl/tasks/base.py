@@ -16,6 +16,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..chat import is_conversation, plain_text
 from ..critics import NO_ERROR, CallableCritic, Critic, is_no_error
 from ..data import COMPLETION, PROMPT, load_records
 from ..templates import render_critic_input
@@ -204,7 +205,8 @@ class Task(ABC):
 
         Args:
             dataset (`Dataset`):
-                Rows with `prompt` and `completion`, as from [`Task.load`] or [`Task.synthetic`].
+                Rows with `prompt` and `completion`, as from [`Task.load`] or [`Task.synthetic`] (or in TRL's
+                conversational format: the critic reads their text, [`~refiner_trl.chat.plain_text`]).
             seed (`int`, *optional*, defaults to `0`):
                 The random seed; the same seed gives the same data.
             negatives_per_example (`int`, *optional*, defaults to `1`):
@@ -222,7 +224,7 @@ class Task(ABC):
         if generator_samples is not None and len(generator_samples) != len(dataset):
             raise ValueError(f"generator_samples has {len(generator_samples)} lists for {len(dataset)} rows")
         rng = random.Random(seed)
-        golds = list(dataset[COMPLETION])
+        golds = [plain_text(gold) for gold in dataset[COMPLETION]]
         samples = generator_samples or [[] for _ in golds]
         oracle = self.oracle_critic()
         columns: dict[str, list[str]] = {PROMPT: [], COMPLETION: [], "feedback_type": [], "source": []}
@@ -233,7 +235,7 @@ class Task(ABC):
             columns["feedback_type"].append(self.feedback_type(feedback))
             columns["source"].append(source)
 
-        for prompt, gold, row_samples in zip(dataset[PROMPT], golds, samples):
+        for prompt, gold, row_samples in zip(map(plain_text, dataset[PROMPT]), golds, samples):
             add(prompt, gold, NO_ERROR, "gold")
             seen = {gold}
             for _ in range(negatives_per_example):
@@ -263,6 +265,9 @@ class Task(ABC):
 def column(rows: Dataset | Sequence[dict[str, Any]], name: str, predictions: Sequence[str]) -> list[Any]:
     """Read one column from a `Dataset` or a list of dicts, checking it has one value per prediction.
 
+    Conversational values (TRL's format, e.g. the `completion` of [`~refiner_trl.chat.to_conversational`] rows) are
+    read as their text ([`~refiner_trl.chat.plain_text`]), so that tasks score conversational rows as standard ones.
+
     Args:
         rows (`Dataset` or `Sequence[dict]`):
             The rows.
@@ -279,7 +284,7 @@ def column(rows: Dataset | Sequence[dict[str, Any]], name: str, predictions: Seq
         values = [row[name] for row in rows]
     if len(values) != len(predictions):
         raise ValueError(f"Got {len(predictions)} predictions for {len(values)} rows.")
-    return values
+    return [plain_text(value) if is_conversation(value) else value for value in values]
 
 
 def rows_of(records: Dataset | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
