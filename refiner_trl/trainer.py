@@ -147,6 +147,7 @@ class RefinerTrainer(_BaseTrainer):
             "eval": defaultdict(list),
         }
         self._pick_position = {"train": (-1, 0), "eval": (-1, 0)}
+        self._eval_metric_prefix = "eval"  # `evaluate` sets it per dataset: `eval_<key>` for a dict of them
         self._warned_truncation = False
         for name, dataset in datasets.items():
             self._report_dataset_truncation(dataset, name)
@@ -367,6 +368,17 @@ class RefinerTrainer(_BaseTrainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
+    def evaluate(
+        self,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        # The Trainer calls this again for each dataset of a dict, with the prefix `eval_<key>`; `log` names this
+        # trainer's metrics with the same prefix, so that two evaluation sets' metrics do not overwrite each other.
+        self._eval_metric_prefix = metric_key_prefix
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
@@ -375,7 +387,8 @@ class RefinerTrainer(_BaseTrainer):
             # Counts (`_COUNTS`) are summed over the logging window and the processes; the rest is averaged.
             values = [float(np.sum(metrics[n]) if n in _COUNTS else np.mean(metrics[n])) for n in names]
             totals = self.accelerator.reduce(torch.tensor(values, device=self.accelerator.device), reduction="sum")
-            processes, prefix = self.accelerator.num_processes, "eval_" if mode == "eval" else ""
+            processes = self.accelerator.num_processes
+            prefix = f"{self._eval_metric_prefix}_" if mode == "eval" else ""
             logs.update({f"{prefix}{n}": t if n in _COUNTS else t / processes for n, t in zip(names, totals.tolist())})
         super().log(logs, start_time)
         metrics.clear()
