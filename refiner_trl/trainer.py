@@ -49,6 +49,11 @@ class RefinerTrainer(_BaseTrainer):
     computed for all turns in one forward pass and combined as `turn_loss_aggregation` says. The model's weights do
     not change within a step, so this equals the paper's interleaved loop.
 
+    A turn's loss is the mean over the micro-batch's completion tokens. With `gradient_accumulation_steps > 1`, a
+    step's loss is the mean of its micro-batches' losses: equal to one larger batch only when the micro-batches hold
+    as many completion tokens. (TRL's SFT trainer and transformers average over all completion tokens of the
+    accumulated batch instead, so a token of a short micro-batch weighs more here than there.)
+
     Args:
         model (`str` or [`~transformers.PreTrainedModel`]):
             The generator: a seq2seq or causal LM, or a name or path to load one from (with its tokenizer).
@@ -60,7 +65,8 @@ class RefinerTrainer(_BaseTrainer):
         train_dataset ([`~datasets.Dataset`]):
             TRL's prompt-completion format: `prompt` and `completion` string columns.
         eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
-            Same format; evaluation computes the same multi-turn loss and metrics.
+            Same format; evaluation computes the same multi-turn loss and metrics. With a dict, each dataset's metrics
+            are named `eval_<key>_<metric>`, as transformers names their loss `eval_<key>_loss`.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The tokenizer; loaded with the model when `model` is a name or path.
         callbacks (`list[TrainerCallback]`, *optional*):

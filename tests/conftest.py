@@ -76,6 +76,20 @@ class SpyTrainer(RefinerTrainer):
         return rng
 
 
+class GenerateSpy:
+    """Wraps a model's `generate`: records each call's keyword arguments and output shape, and returns its output."""
+
+    def __init__(self, model):
+        self.calls: list[dict] = []
+        self.original = model.generate
+        model.generate = self
+
+    def __call__(self, **kwargs):
+        output = self.original(**kwargs)
+        self.calls.append({**kwargs, "output_shape": tuple(output.shape)})
+        return output
+
+
 class LocalEndpoint:
     """An HTTP server on a free local port serving `handler` from a background thread.
 

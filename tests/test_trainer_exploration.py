@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SpyTrainer, code_rows, quiet_refiner_config, tokenizer_for
+from conftest import GenerateSpy, SpyTrainer, code_rows, quiet_refiner_config, tokenizer_for
 from datasets import Dataset
 
 from refiner_trl.modeling import build_tiny_model, generate_texts
@@ -90,20 +90,6 @@ def test_first_selection_critiques_the_first_sample_of_each_example(tokenizer, r
     for (_, hypotheses, _), (_, samples) in zip(critic.calls, trainer.samples):
         assert hypotheses == samples[::k]
     assert trainer.picks == [[0] * 4] * 4
-
-
-class GenerateSpy:
-    """Wraps a model's `generate`: records each call's keyword arguments and output shape, and returns its output."""
-
-    def __init__(self, model):
-        self.calls: list[dict] = []
-        self.original = model.generate
-        model.generate = self
-
-    def __call__(self, **kwargs):
-        output = self.original(**kwargs)
-        self.calls.append({**kwargs, "output_shape": tuple(output.shape)})
-        return output
 
 
 @pytest.mark.parametrize("architecture", ["seq2seq", "causal"])
