@@ -227,6 +227,7 @@ def test_tiny_generator_recipe_saves_a_model_that_loads(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from refiner_trl.generators import ModelGenerator
+    from refiner_trl.recipes_common import GENERATOR_ARGUMENTS, load_model
 
     output_dir = tmp_path / "generator"
     result = run_recipe("train_generator.py", "generator_mwp_tiny.yaml", output_dir)
@@ -243,4 +244,13 @@ def test_tiny_generator_recipe_saves_a_model_that_loads(tmp_path):
     examples = report["runs"][0]["examples"]
     assert len(examples) == 5
     assert generator.generate([e["prompt"] for e in examples]) == [e["hypotheses"][0] for e in examples]
+    # ... and it was saved after training: its weights are not the ones the recipe started from (rebuilt here the way
+    # the recipe builds them, from the same arguments and seed).
+    argv = ["--config", str(RECIPES / "generator_mwp_tiny.yaml"), *FEW_STEPS, "--output_dir", str(output_dir)]
+    task_args, model_args, _, _, args = parse_recipe_args(GENERATOR_ARGUMENTS, argv)
+    task, train_rows, _ = task_args.load()
+    initial = load_model(model_args, task, train_rows, args)[0].state_dict()
+    saved = generator.model.state_dict()
+    assert set(saved) == set(initial)
+    assert not all(torch.equal(saved[name], initial[name]) for name in initial)
     assert yaml.safe_load((RECIPES / "generator_mwp_tiny.yaml").read_text())["tiny_architecture"] == "causal"

@@ -122,7 +122,7 @@ def test_evaluation_computes_the_multi_turn_loss_and_explores_like_training(tiny
     assert len(critic.calls) == batches * (turns - 1)
     turn_losses = [metrics[f"eval_turn_{t}/loss"] for t in range(turns)]
     assert all(loss > 0 for loss in turn_losses)
-    assert metrics["eval_loss"] == pytest.approx(sum(turn_losses) / turns, rel=0.05)
+    assert metrics["eval_loss"] == pytest.approx(sum(turn_losses) / turns, rel=1e-5)
     assert ("eval_turn_0/no_error" in metrics) == (turns > 1)
 
 
