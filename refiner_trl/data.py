@@ -32,7 +32,7 @@ def load_records(source: str, split: str = "train", subset: str | None = None) -
         source (`str`):
             A path, or a Hub dataset id such as `"demelin/moral_stories"`.
         split (`str`, *optional*, defaults to `"train"`):
-            The split to read from a Hub dataset (ignored for local files).
+            The split to read from a Hub dataset or a saved `DatasetDict` folder (ignored for JSON files).
         subset (`str`, *optional*):
             The Hub dataset's configuration name.
     """
@@ -41,7 +41,11 @@ def load_records(source: str, split: str = "train", subset: str | None = None) -
         from datasets import load_from_disk
 
         loaded = load_from_disk(str(path))
-        return loaded[split] if hasattr(loaded, "keys") else loaded
+        if not hasattr(loaded, "keys"):
+            return loaded
+        if split not in loaded:
+            raise DataError(f"{source}: no split {split!r} (splits: {sorted(loaded)})")
+        return loaded[split]
     if path.suffix in {".json", ".jsonl"} or path.exists():
         if not path.is_file():
             raise DataError(f"{source}: no such file")

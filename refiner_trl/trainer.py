@@ -58,6 +58,11 @@ class RefinerTrainer(_BaseTrainer):
     computed for all turns in one forward pass and combined as `turn_loss_aggregation` says. The model's weights do
     not change within a step, so this equals the paper's interleaved loop.
 
+    A turn's loss is the mean over the micro-batch's completion tokens. With `gradient_accumulation_steps > 1`, a
+    step's loss is the mean of its micro-batches' losses: equal to one larger batch only when the micro-batches hold
+    as many completion tokens. (TRL's SFT trainer and transformers average over all completion tokens of the
+    accumulated batch instead, so a token of a short micro-batch weighs more here than there.)
+
     Args:
         model (`str` or [`~transformers.PreTrainedModel`]):
             The generator: a seq2seq or causal LM, or a name or path to load one from (with its tokenizer).
@@ -75,7 +80,8 @@ class RefinerTrainer(_BaseTrainer):
             assistant's message and the feedback as the user's (`refine_feedback_template`). The loss is on the
             completion tokens only either way.
         eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
-            Same format; evaluation computes the same multi-turn loss and metrics.
+            Same format; evaluation computes the same multi-turn loss and metrics. With a dict, each dataset's metrics
+            are named `eval_<key>_<metric>`, as transformers names their loss `eval_<key>_loss`.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The tokenizer; loaded with the model when `model` is a name or path.
         callbacks (`list[TrainerCallback]`, *optional*):
@@ -163,6 +169,7 @@ class RefinerTrainer(_BaseTrainer):
             "eval": defaultdict(list),
         }
         self._pick_position = {"train": (-1, 0), "eval": (-1, 0)}
+        self._eval_metric_prefix = "eval"  # `evaluate` sets it per dataset: `eval_<key>` for a dict of them
         self._warned_truncation = False
         self._warned_chat_prefix = False
         for name, dataset in datasets.items():
@@ -446,6 +453,17 @@ class RefinerTrainer(_BaseTrainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
+    def evaluate(
+        self,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        # The Trainer calls this again for each dataset of a dict, with the prefix `eval_<key>`; `log` names this
+        # trainer's metrics with the same prefix, so that two evaluation sets' metrics do not overwrite each other.
+        self._eval_metric_prefix = metric_key_prefix
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
@@ -454,7 +472,8 @@ class RefinerTrainer(_BaseTrainer):
             # Counts (`_COUNTS`) are summed over the logging window and the processes; the rest is averaged.
             values = [float(np.sum(metrics[n]) if n in _COUNTS else np.mean(metrics[n])) for n in names]
             totals = self.accelerator.reduce(torch.tensor(values, device=self.accelerator.device), reduction="sum")
-            processes, prefix = self.accelerator.num_processes, "eval_" if mode == "eval" else ""
+            processes = self.accelerator.num_processes
+            prefix = f"{self._eval_metric_prefix}_" if mode == "eval" else ""
             logs.update({f"{prefix}{n}": t if n in _COUNTS else t / processes for n, t in zip(names, totals.tolist())})
         super().log(logs, start_time)
         metrics.clear()

@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from refiner_trl import RefinerConfig  # noqa: E402
+from refiner_trl import RefinerConfig, RefinerTrainer  # noqa: E402
 from refiner_trl.modeling import build_tiny_model, train_tokenizer  # noqa: E402
 
 # Tiny models gain nothing from a second thread, and threads that wait on each other are slow on a shared CPU.
@@ -46,6 +46,54 @@ def quiet_refiner_config(output_dir: str | Path, **values) -> RefinerConfig:
         "seed": 0,
     }
     return RefinerConfig(**{**defaults, **values})
+
+
+class SpyTrainer(RefinerTrainer):
+    """Records what each explored turn sampled and picked, and every pick generator's position and seed.
+
+    Each override calls the trainer's own method and returns its result unchanged.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.samples: list[tuple[list[str], list[str]]] = []  # (prompts, samples) of each `_sample` call
+        self.picks: list[list[int]] = []
+        self.turn_prompts: list[list[list[str]]] = []  # what each `_explore` returned
+        self.seeds: list[tuple[str, tuple[int, int], int]] = []  # (mode, (step, micro-batch), seed)
+
+    def _sample(self, generator, prompts):
+        samples = super()._sample(generator, prompts)
+        self.samples.append((list(prompts), samples))
+        return samples
+
+    def _pick(self, num_examples, rng):
+        picks = super()._pick(num_examples, rng)
+        self.picks.append(picks)
+        return picks
+
+    def _explore(self, model, prompts, references, mode):
+        turn_prompts = super()._explore(model, prompts, references, mode)
+        self.turn_prompts.append(turn_prompts)
+        return turn_prompts
+
+    def _pick_generator(self, mode):
+        rng = super()._pick_generator(mode)
+        self.seeds.append((mode, self._pick_position[mode], rng.initial_seed()))
+        return rng
+
+
+class GenerateSpy:
+    """Wraps a model's `generate`: records each call's keyword arguments and output shape, and returns its output."""
+
+    def __init__(self, model):
+        self.calls: list[dict] = []
+        self.original = model.generate
+        model.generate = self
+
+    def __call__(self, **kwargs):
+        output = self.original(**kwargs)
+        self.calls.append({**kwargs, "output_shape": tuple(output.shape)})
+        return output
 
 
 class LocalEndpoint:

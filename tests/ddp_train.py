@@ -6,18 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import code_rows, reveal_feedback, tokenizer_for
+from conftest import SpyTrainer, code_rows, reveal_feedback, tokenizer_for
 from datasets import Dataset
 
-from refiner_trl import CallableCritic, RefinerConfig, RefinerTrainer
+from refiner_trl import CallableCritic, RefinerConfig
 from refiner_trl.modeling import build_tiny_model
-
-
-class PickRecordingTrainer(RefinerTrainer):
-    def _pick(self, num_examples, rng):
-        picks = super()._pick(num_examples, rng)
-        self.__dict__.setdefault("picks", []).append(picks)
-        return picks
 
 
 def main(output_dir: Path) -> None:
@@ -38,9 +31,7 @@ def main(output_dir: Path) -> None:
         save_strategy="no",
         disable_tqdm=True,
     )
-    trainer = PickRecordingTrainer(
-        model, args, critic=critic, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
-    )
+    trainer = SpyTrainer(model, args, critic=critic, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
     state = trainer.accelerator.state
     record = {

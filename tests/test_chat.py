@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from conftest import (
     CHAT_TEMPLATE,
+    SpyTrainer,
     as_conversation,
     chat_tokenizer_for,
     code_rows,
     quiet_refiner_config,
 )
 from datasets import Dataset
-from test_trainer import PickRecordingTrainer, RecordingCritic
+from test_trainer import RecordingCritic
 from tokenizers import processors
 
 from refiner_trl import ModelCritic, ModelGenerator, RefinerTrainer, refine
@@ -187,7 +188,7 @@ def test_same_seed_gives_the_same_picks_and_losses_as_the_rendered_standard_rows
             rows,
             tmp_path / name,
             critic,
-            trainer_class=PickRecordingTrainer,
+            trainer_class=SpyTrainer,
             num_refinement_turns=3,
             max_steps=3,
             learning_rate=1e-2,

@@ -81,3 +81,40 @@ def test_tiny_critic_learns_to_name_mwp_errors_and_drives_refine(tmp_path):
     flagged = [trace for trace in traces if not is_no_error(trace.feedback[0])]
     assert len(flagged) >= len(traces) // 2  # most wrong equations are flagged, and those get refined
     assert all(trace.hypotheses[1] == gold[trace.prompt] for trace in flagged)
+
+
+@pytest.mark.slow
+def test_a_refiner_recipe_trains_and_evaluates_with_a_trained_critic(tmp_path, monkeypatch):
+    """`--critic <folder>`: the critic the training turns and the table's trained-critic row hear is that model's."""
+    critic_dir, refiner_dir = tmp_path / "critic", tmp_path / "refiner"
+    critic_recipe = load_recipe("train_critic")
+    critic_argv = ["--config", str(ROOT / "recipes" / "critic_mwp_tiny.yaml"), "--output_dir", str(critic_dir)]
+    critic_argv += ["--max_steps", "20", "--synthetic_train_size", "32", "--synthetic_eval_size", "4"]
+    critic_recipe.main(*parse_recipe_args(critic_recipe.CRITIC_ARGUMENTS, critic_argv))
+
+    calls: list[tuple[list[str], list[str], list[str]]] = []
+    critique = ModelCritic.critique
+
+    def recorded(self, prompts, hypotheses, references=None):
+        feedback = critique(self, prompts, hypotheses, references)
+        calls.append((list(prompts), list(hypotheses), feedback))
+        return feedback
+
+    monkeypatch.setattr(ModelCritic, "critique", recorded)
+    argv = ["--config", str(ROOT / "recipes" / "mwp_tiny.yaml"), "--output_dir", str(refiner_dir)]
+    argv += ["--critic", str(critic_dir), "--max_steps", "2", "--synthetic_train_size", "32"]
+    argv += ["--max_eval_samples", "4", "--eval_max_turns", "1", "--max_new_tokens", "12"]
+    result = load_recipe("train_mwp").main(argv)
+
+    # Training: 2 steps of one explored turn (T = 2), each on a batch of 16 of the 32 training rows.
+    training, evaluation = calls[:2], calls[2:]
+    assert [len(hypotheses) for _, hypotheses, _ in training] == [16, 16]
+    assert [run.label for run in result.runs] == ["generator alone", "+ trained critic (T=1)", "+ oracle critic (T=1)"]
+    # The table's trained row: its feedback is what the saved critic, loaded again, writes for those hypotheses.
+    trained = result.runs[1]
+    assert evaluation and sum(len(hypotheses) for _, hypotheses, _ in evaluation) >= 4
+    again = ModelCritic(str(critic_dir), max_new_tokens=32)
+    for example in trained.examples:
+        first = critique(again, [example["prompt"]], [example["hypotheses"][0]])
+        assert example["feedback"][0] == first[0]
+    assert "\n| + trained critic (T=1) | " in (refiner_dir / "results.md").read_text(encoding="utf-8")

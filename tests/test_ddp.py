@@ -31,5 +31,7 @@ def test_two_processes_train_with_ddp_and_draw_different_picks(tmp_path):
     assert all(r["num_processes"] == 2 and r["distributed_type"] == "DistributedType.MULTI_CPU" for r in records)
     assert all(len(r["picks"]) == 2 * 2 for r in records)  # 2 steps × 2 explored turns (T = 3)
     assert records[0]["picks"] != records[1]["picks"]
-    # Logged losses are reduced across processes, so both processes log the same values.
+    # Logged losses are reduced across processes, so both processes log the same values: one a step, each positive.
+    assert [len(r["losses"]) for r in records] == [2, 2]
+    assert all(loss > 0 for loss in records[0]["losses"])
     assert records[0]["losses"] == pytest.approx(records[1]["losses"])

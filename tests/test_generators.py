@@ -83,4 +83,5 @@ def test_inference_device_prefers_a_gpu_and_names_a_bad_device(monkeypatch):
 
 
 def test_docstring_examples():
-    assert doctest.testmod(generators_module).failed == 0
+    results = doctest.testmod(generators_module)
+    assert results.attempted > 0 and results.failed == 0, results  # no example found is a failure too

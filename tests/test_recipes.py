@@ -226,11 +226,31 @@ def test_tiny_refiner_recipe_trains_saves_and_prints_the_table(script, tmp_path)
 def test_tiny_generator_recipe_saves_a_model_that_loads(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from refiner_trl.generators import ModelGenerator
+    from refiner_trl.recipes_common import GENERATOR_ARGUMENTS, load_model
+
     output_dir = tmp_path / "generator"
     result = run_recipe("train_generator.py", "generator_mwp_tiny.yaml", output_dir)
-    assert_report(result, output_dir)
-    model = AutoModelForCausalLM.from_pretrained(output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(output_dir)
-    inputs = tokenizer(["Tom has number0 apples.\nNumbers: number0=3\nEquation:"], return_tensors="pt")
-    assert model.generate(**inputs, max_new_tokens=3).shape[0] == 1
+    report = assert_report(result, output_dir)
+    # The saved model is the one the report evaluated: it writes the report's turn-0 hypotheses again, greedily, with
+    # the recipe's generation settings.
+    config = read_config(str(RECIPES / "generator_mwp_tiny.yaml"))
+    generator = ModelGenerator(
+        AutoModelForCausalLM.from_pretrained(output_dir),
+        AutoTokenizer.from_pretrained(output_dir),
+        max_prompt_length=config["max_prompt_length"],
+        max_new_tokens=config["eval_max_new_tokens"],
+    )
+    examples = report["runs"][0]["examples"]
+    assert len(examples) == 5
+    assert generator.generate([e["prompt"] for e in examples]) == [e["hypotheses"][0] for e in examples]
+    # ... and it was saved after training: its weights are not the ones the recipe started from (rebuilt here the way
+    # the recipe builds them, from the same arguments and seed).
+    argv = ["--config", str(RECIPES / "generator_mwp_tiny.yaml"), *FEW_STEPS, "--output_dir", str(output_dir)]
+    task_args, model_args, _, _, args = parse_recipe_args(GENERATOR_ARGUMENTS, argv)
+    task, train_rows, _ = task_args.load()
+    initial = load_model(model_args, task, train_rows, args)[0].state_dict()
+    saved = generator.model.state_dict()
+    assert set(saved) == set(initial)
+    assert not all(torch.equal(saved[name], initial[name]) for name in initial)
     assert yaml.safe_load((RECIPES / "generator_mwp_tiny.yaml").read_text())["tiny_architecture"] == "causal"

