@@ -282,3 +282,29 @@ def test_the_smollm2_recipe_runs_two_steps_from_its_yaml_and_evaluates(smollm2_p
     report = json.loads((output_dir / "results.json").read_text())
     assert report["num_examples"] == 4
     assert "| + oracle critic (T=1) |" in (output_dir / "results.md").read_text()
+
+
+# ------------------------------------------------------------------ settings a pretrained model needs, from YAML
+
+
+def test_model_init_kwargs_and_lora_reach_the_model_from_the_smollm2_yaml(tmp_path, tiny):
+    from refiner_trl.recipes_common import load_model, parse_refiner_args
+
+    model, tokenizer, _ = tiny
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    argv = ["--config", str(ROOT / "recipes" / "mwp_smollm2.yaml"), "--model_name_or_path", str(tmp_path / "model")]
+    argv += ["--model_init_kwargs", '{"dtype": "bfloat16"}', "--use_peft", "true", "--lora_r", "4"]
+    task_args, model_args, _, _, args = parse_refiner_args("mwp", argv)
+    assert args.learning_rate == 1e-4 and args.model_init_kwargs == {"dtype": "bfloat16"}
+    loaded, _ = load_model(model_args, task_args.get_task(), None, args)
+    assert loaded.dtype == torch.bfloat16
+    lora = model_args.peft_config(loaded)
+    assert (
+        lora.r == 4
+        and lora.lora_alpha == 32
+        and lora.task_type == "SEQ_2_SEQ_LM" * loaded.config.is_encoder_decoder
+        or (lora.task_type == "CAUSAL_LM")
+    )
+    yaml_args = parse_refiner_args("mwp", argv[:4])
+    assert yaml_args[4].model_init_kwargs == {"dtype": "float32"} and yaml_args[1].peft_config(loaded) is None
