@@ -300,11 +300,7 @@ def test_model_init_kwargs_and_lora_reach_the_model_from_the_smollm2_yaml(tmp_pa
     loaded, _ = load_model(model_args, task_args.get_task(), None, args)
     assert loaded.dtype == torch.bfloat16
     lora = model_args.peft_config(loaded)
-    assert (
-        lora.r == 4
-        and lora.lora_alpha == 32
-        and lora.task_type == "SEQ_2_SEQ_LM" * loaded.config.is_encoder_decoder
-        or (lora.task_type == "CAUSAL_LM")
-    )
+    expected_type = "SEQ_2_SEQ_LM" if loaded.config.is_encoder_decoder else "CAUSAL_LM"
+    assert (lora.r, lora.lora_alpha, lora.task_type) == (4, 32, expected_type)
     yaml_args = parse_refiner_args("mwp", argv[:4])
     assert yaml_args[4].model_init_kwargs == {"dtype": "float32"} and yaml_args[1].peft_config(loaded) is None

@@ -119,7 +119,7 @@ def test_rows_over_the_length_limits_are_counted_in_one_warning_per_dataset(mode
 BAD_CONFIGS = [
     ({"num_hypotheses": 0}, ValueError, "num_hypotheses must be at least 1, got 0"),
     ({"num_refinement_turns": 0}, ValueError, "num_refinement_turns must be at least 1"),
-    ({"hypothesis_selection": "best"}, ValueError, r"hypothesis_selection must be one of \('random', 'first', 'flagged'\)"),
+    ({"hypothesis_selection": "best"}, ValueError, r"hypothesis_selection must be one of \('random', 'first', 'f"),
     ({"turn_loss_aggregation": "max"}, ValueError, "turn_loss_aggregation must be one of"),
     ({"nonfinite_loss": "ignore"}, ValueError, r"nonfinite_loss must be one of \('raise', 'skip'\), got 'ignore'"),
     ({"max_prompt_length": 0}, ValueError, "max_prompt_length must be at least 1 or None, got 0"),
