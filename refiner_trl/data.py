@@ -171,12 +171,14 @@ def encode_prompt_completion(
     max_prompt_length: int | None,
     max_completion_length: int | None,
     is_encoder_decoder: bool,
+    left_pad: bool = False,
 ) -> tuple[dict[str, torch.Tensor], Truncation]:
     """Tokenize prompt-completion pairs for the cross-entropy of the completion given the prompt.
 
     Encoder-decoder: the prompt is the encoder input and the completion + EOS the labels. Causal: prompt + completion
-    + EOS is one right-padded sequence whose labels mask the prompt and the padding with -100. Completions are cut to
-    `max_completion_length` tokens (EOS included) and prompts keep their last `max_prompt_length` tokens.
+    + EOS is one sequence, right-padded (left-padded with `left_pad`, so that every completion ends in the last
+    column), whose labels mask the prompt and the padding with -100. Completions are cut to `max_completion_length`
+    tokens (EOS included) and prompts keep their last `max_prompt_length` tokens.
     """
     prompt_ids, cut_prompts = _truncate_prompts(_tokenize(tokenizer, prompts, special=True), max_prompt_length)
     completion_ids = [s + [tokenizer.eos_token_id] for s in _tokenize(tokenizer, completions, special=False)]
@@ -195,9 +197,9 @@ def encode_prompt_completion(
     sequences = [p + c for p, c in zip(prompt_ids, completion_ids)]
     labels = [[LABEL_PAD] * len(p) + c for p, c in zip(prompt_ids, completion_ids)]
     batch = {
-        "input_ids": _pad(sequences, tokenizer.pad_token_id, left=False),
-        "attention_mask": _pad([[1] * len(s) for s in sequences], 0, left=False),
-        "labels": _pad(labels, LABEL_PAD, left=False),
+        "input_ids": _pad(sequences, tokenizer.pad_token_id, left=left_pad),
+        "attention_mask": _pad([[1] * len(s) for s in sequences], 0, left=left_pad),
+        "labels": _pad(labels, LABEL_PAD, left=left_pad),
     }
     return batch, truncation
 

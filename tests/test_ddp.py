@@ -33,3 +33,5 @@ def test_two_processes_train_with_ddp_and_draw_different_picks(tmp_path):
     assert records[0]["picks"] != records[1]["picks"]
     # Logged losses are reduced across processes, so both processes log the same values.
     assert records[0]["losses"] == pytest.approx(records[1]["losses"])
+    # DDP reduced the gradients of every weight, so both processes hold the same weights after training.
+    assert records[0]["weights"] == records[1]["weights"]
