@@ -270,19 +270,18 @@ def run(
                 + f" ({cells[name]['cell_seconds']:.0f} s)",
                 flush=True,
             )  # fmt: skip
-    _ratios(store, settings)
-    save()
     return store
 
 
-def _ratios(store: dict[str, Any], settings: Any) -> None:
-    cells, ratios = store["cells"], {}
+def ratios(store: dict[str, Any], compare: str = "k=4 T=3") -> dict[str, float]:
+    """Before / after at each (k, T) measured both ways, and the comparisons at `compare`, wall and CPU."""
+    cells, ratios = store.get("cells", {}), {}
     for key in cells:
         if key.startswith("after ") and f"before {key[6:]}" in cells:
             after, before = cells[key], cells[f"before {key[6:]}"]
             ratios[f"before / after {key[6:]}"] = before["step"] / after["step"]
             ratios[f"before / after {key[6:]} (CPU)"] = before["step_cpu"] / after["step_cpu"]
-    point = f"k={settings.compare_k} T={settings.compare_turns}"
+    point = compare
     after = cells.get(f"after {point}")
     if after:
         for name, other in (("per-example / REFINER", f"per-example {point}"), ("REFINER / supervised", "supervised")):
@@ -290,7 +289,11 @@ def _ratios(store: dict[str, Any], settings: Any) -> None:
                 top, bottom = (cells[other], after) if name.startswith("per") else (after, cells[other])
                 ratios[name] = top["step"] / bottom["step"]
                 ratios[f"{name} (CPU)"] = top["step_cpu"] / bottom["step_cpu"]
-    store["ratios"] = ratios
+    for part in ("generate", "forward", "backward"):
+        before = cells.get(f"before {point}")
+        if after and before and after[part] > 0:
+            ratios[f"{part}: before / after {point}"] = before[part] / after[part]
+    return ratios
 
 
 # ------------------------------------------------------------------------------------------------------ tables
@@ -320,9 +323,9 @@ def format_markdown(store: dict[str, Any]) -> list[str]:
     if "supervised" in cells:
         s = cells["supervised"]
         lines += [f"{s['trainer']} step: {s['step']:.2f} s (CPU {s['step_cpu']:.2f} s).", ""]
-    ratios = store.get("ratios", {})
-    if ratios:
-        lines += [markdown_table(["ratio", "value"], [[k, f"{v:.2f}"] for k, v in ratios.items()]), ""]
+    measured = ratios(store)
+    if measured:
+        lines += [markdown_table(["ratio", "value"], [[k, f"{v:.2f}"] for k, v in measured.items()]), ""]
     split = cells.get("generation split")
     if split:
         lines += [
