@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import step_cost_smollm2
 import torch
 from _common import markdown_table, median
 from transformers import TrainerCallback
@@ -416,6 +417,7 @@ def run(settings: Settings, architectures: Sequence[str], seed: int) -> dict[str
 
     results: dict[str, Any] = {}
     per_example = per_example_trainer_class()
+    before_class = step_cost_smollm2.variant_class(RefinerTrainer, shared=False, grouped=False)
     for architecture in architectures:
         task, train, tokenizer, model, source, max_new_tokens = build(architecture, settings, seed)
         arch_settings = replace(settings, max_new_tokens=max_new_tokens)
@@ -451,6 +453,9 @@ def run(settings: Settings, architectures: Sequence[str], seed: int) -> dict[str
             loop = refiner_step(
                 per_example, copy.deepcopy(model), tokenizer, rows, oracle, arch_settings, k, turns, seed, scratch
             )
+            before = refiner_step(
+                before_class, copy.deepcopy(model), tokenizer, rows, oracle, arch_settings, k, turns, seed, scratch
+            )
             last_turn = refiner_step(
                 RefinerTrainer, copy.deepcopy(model), tokenizer, rows, oracle, arch_settings, k, turns, seed, scratch,
                 explore_last_turn=True,
@@ -461,6 +466,9 @@ def run(settings: Settings, architectures: Sequence[str], seed: int) -> dict[str
             "turns": turns,
             "refiner": refiner,
             "per_example_loop": loop,
+            "before": before,
+            "before_over_refiner": before["step"] / refiner["step"],
+            "before_over_refiner_cpu": before["step_cpu"] / refiner["step_cpu"],
             "explore_last_turn": last_turn,
             "supervised": supervised,
             "refiner_over_supervised": refiner["step"] / supervised["step"],
@@ -472,7 +480,7 @@ def run(settings: Settings, architectures: Sequence[str], seed: int) -> dict[str
         }
         print(
             f"  k={k} T={turns}: REFINER {refiner['step']:.3f} s, per-example loop {loop['step']:.3f} s, "
-            f"{supervised['trainer']} {supervised['step']:.3f} s",
+            f"before the speed-ups {before['step']:.3f} s, {supervised['trainer']} {supervised['step']:.3f} s",
             flush=True,
         )
         inference_rows = train.shuffle(seed=seed + 1).select(range(settings.inference_rows))
@@ -487,7 +495,7 @@ def _cpu(value: dict[str, Any], key: str = "step_cpu") -> str:
 
 def format_markdown(data: dict[str, Any]) -> str:
     """The tables of `step_cost.md`."""
-    settings, results = data["settings"], data["results"]
+    settings, results = data["settings"], data.get("results", {})
     lines = [
         "# Step-cost benchmark",
         "",
@@ -495,14 +503,16 @@ def format_markdown(data: dict[str, Any]) -> str:
         "",
         f"Machine: {_common.machine_line(data['machine'])}. Wall time: {data['wall_seconds'] / 60:.1f} min.",
         "",
-        f"Batch {settings['batch_size']} MWP prompts ({next(iter(results.values()))['data']} data), oracle critic, "
-        f"random weights (so every sampled hypothesis runs to max_new_tokens). Medians over {settings['repeats']} "
-        f"steps after {settings['warmup']} warm-up step(s). Times in seconds. `step` is wall time from the Trainer's "
-        "`on_step_begin` to its `on_step_end`, `step CPU` the process's CPU time over the same span (with one torch "
-        "thread, close to the wall time on a quiet machine); overhead = step / (generate + critique + forward + "
-        "backward + optimizer), all wall times of the same step.",
+        f"Batch {settings['batch_size']} MWP prompts, oracle critic; tiny models have random weights (so every "
+        f"sampled hypothesis runs to max_new_tokens). Medians over {settings['repeats']} steps after "
+        f"{settings['warmup']} warm-up step(s) (SmolLM2: over 2 after 1). Times in seconds. `step` is wall time from "
+        "the Trainer's `on_step_begin` to its `on_step_end`, `step CPU` the process's CPU time over the same span "
+        "(with one torch thread, close to the wall time on a quiet machine); overhead = step / (generate + critique "
+        "+ forward + backward + optimizer), all wall times of the same step.",
         "",
     ]
+    if "smollm2" in data:
+        lines += step_cost_smollm2.format_markdown(data["smollm2"])
     for architecture, entry in results.items():
         lines += [
             f"## {architecture}: {entry['parameters'] / 1e6:.2f}M parameters, max_new_tokens "
@@ -558,6 +568,21 @@ def format_markdown(data: dict[str, Any]) -> str:
                         f"per-example / REFINER = {c['per_example_over_refiner']:.2f}",
                         ratio("per_example_over_refiner_cpu"),
                     ],
+                    *(
+                        [
+                            [
+                                "RefinerTrainer before the speed-ups (unshared prefill, one padded forward)",
+                                f"{c['before']['step']:.3f}",
+                                _cpu(c["before"]),
+                                f"{c['before']['generate']:.3f}",
+                                f"{c['before']['overhead']:.3f}",
+                                f"before / REFINER = {c['before_over_refiner']:.2f}",
+                                ratio("before_over_refiner_cpu"),
+                            ]
+                        ]
+                        if "before" in c
+                        else []
+                    ),
                     *(
                         [
                             [
@@ -624,7 +649,9 @@ def plot(data: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = data["results"]
+    results = dict(data.get("results", {}))
+    if "smollm2" in data:
+        results["SmolLM2"] = {"grid": step_cost_smollm2.after_grid(data["smollm2"])}
     figure, axes = plt.subplots(1, 2 + len(results), figsize=(3.6 * (2 + len(results)), 3.4), dpi=80)
     markers = {1: "o", 2: "s", 3: "^", 4: "D"}
     for axis, key, title in ((axes[0], "step", "step wall time (s)"), (axes[1], "step_cpu", "step CPU time (s)")):
@@ -672,6 +699,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--render", metavar="JSON", default=None, help="Only write the markdown and plot of an earlier run's JSON."
     )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=("tiny", "smollm2"),
+        default=["tiny"],
+        help="tiny: the ~10M-parameter models; smollm2: SmolLM2-135M-Instruct (needs --smollm2-path).",
+    )
+    parser.add_argument(
+        "--smollm2-path",
+        default=str(step_cost_smollm2.DEFAULT_PATH),
+        help="The converted SmolLM2 folder (`python -m refiner_trl.pretrained fetch smollm2-135m-instruct`).",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="Keep the sections and SmolLM2 cells of the output dir's JSON."
+    )
     for f in fields(Settings):
         name = f"--{f.name.replace('_', '-')}"
         if f.name in ("ks", "turns"):
@@ -696,6 +738,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seeds = args.seeds or [0]
     output_dir = Path(args.output_dir)
     started = time.perf_counter()
+    json_path = output_dir / "step_cost.json"
+    import json
+
+    earlier = json.loads(json_path.read_text(encoding="utf-8")) if args.resume and json_path.is_file() else {}
     data: dict[str, Any] = {
         "benchmark": "step_cost",
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
@@ -706,10 +752,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     if len(seeds) > 1:
         print(f"step_cost uses one seed (the model and batch); using {seeds[0]}", flush=True)
-    data["results"] = run(settings, args.architectures, seeds[0])
-    data["wall_seconds"] = time.perf_counter() - started
-    _common.write_json(output_dir / "step_cost.json", data)
-    return render(output_dir / "step_cost.json", output_dir)
+    earlier_seconds = earlier.get("wall_seconds") or 0.0
+
+    def save() -> None:
+        data["wall_seconds"] = earlier_seconds + time.perf_counter() - started
+        _common.write_json(json_path, data)
+
+    if "tiny" in args.sections:
+        data["results"] = earlier.get("results") or run(settings, args.architectures, seeds[0])
+        save()
+    if "smollm2" in args.sections:
+        path = Path(args.smollm2_path)
+        if not step_cost_smollm2.available(path):
+            raise SystemExit(f"--smollm2-path {path}: no converted model there (run the fetch command first)")
+        data["smollm2"] = earlier.get("smollm2", {})
+        step_cost_smollm2.run(
+            path, step_cost_smollm2.settings_for(settings), seeds[0], _DATA_DIR, data["smollm2"], save
+        )
+    save()
+    return render(json_path, output_dir)
 
 
 def render(json_path: Path, output_dir: Path) -> dict[str, Any]:

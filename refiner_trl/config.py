@@ -81,6 +81,11 @@ class RefinerConfig(TrainingArguments):
             global step, the micro-batch and the per-turn losses; `"skip"` gives that micro-batch a zero gradient (the
             optimizer still steps, so AdamW's momentum still moves the weights) and counts it in the logs as
             `skipped_batches`. Evaluation losses are reported as they are.
+        max_loss_forwards (`int`, *optional*, defaults to `4`):
+            The loss's rows (every turn of a micro-batch) are sorted by length and split into at most this many
+            forward passes, cut where they pad least (an extra pass must save 5% of the tokens), so that turn-0 rows
+            are not padded to the length of refine rows. The loss and gradients are those of one forward; `1` runs
+            one forward (e.g. under ZeRO-3 or FSDP, where every forward gathers the weights).
 
         > Parameters that control generation
 
@@ -147,6 +152,9 @@ class RefinerConfig(TrainingArguments):
         default="raise",
         metadata={"help": "What a NaN or infinite training loss does.", "choices": list(NONFINITE_LOSS_ACTIONS)},
     )
+    max_loss_forwards: int = field(
+        default=4, metadata={"help": "Most forward passes the loss splits a micro-batch into, grouped by length."}
+    )
     max_new_tokens: int = field(default=64, metadata={"help": "Longest sampled hypothesis in tokens."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the exploration."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus-sampling mass of the exploration."})
@@ -174,6 +182,8 @@ class RefinerConfig(TrainingArguments):
             raise ValueError(
                 f"turn_loss_aggregation must be one of {TURN_AGGREGATIONS}, got {self.turn_loss_aggregation!r}"
             )
+        if self.max_loss_forwards < 1:
+            raise ValueError(f"max_loss_forwards must be at least 1, got {self.max_loss_forwards}")
         if self.nonfinite_loss not in NONFINITE_LOSS_ACTIONS:
             raise ValueError(f"nonfinite_loss must be one of {NONFINITE_LOSS_ACTIONS}, got {self.nonfinite_loss!r}")
         for name in ("max_prompt_length", "max_completion_length"):

@@ -244,12 +244,14 @@ def encode_prompt_completion(
     max_completion_length: int | None,
     is_encoder_decoder: bool,
     add_special_tokens: bool = True,
+    left_pad: bool = False,
 ) -> tuple[dict[str, torch.Tensor], Truncation]:
     """Tokenize prompt-completion pairs for the cross-entropy of the completion given the prompt.
 
     Encoder-decoder: the prompt is the encoder input and the completion + EOS the labels. Causal: prompt + completion
-    + EOS is one right-padded sequence whose labels mask the prompt and the padding with -100. Completions are cut to
-    `max_completion_length` tokens (EOS included) and prompts keep their last `max_prompt_length` tokens.
+    + EOS is one sequence, right-padded (left-padded with `left_pad`, so that every completion ends in the last
+    column), whose labels mask the prompt and the padding with -100. Completions are cut to `max_completion_length`
+    tokens (EOS included) and prompts keep their last `max_prompt_length` tokens.
 
     `add_special_tokens=False` for chat-template renders (see [`~refiner_trl.chat.render_prompt_completion`]): they
     hold their special tokens already, so none is added and no EOS is appended (the template ends the turn), as TRL's
@@ -275,9 +277,9 @@ def encode_prompt_completion(
     sequences = [p + c for p, c in zip(prompt_ids, completion_ids)]
     labels = [[LABEL_PAD] * len(p) + c for p, c in zip(prompt_ids, completion_ids)]
     batch = {
-        "input_ids": _pad(sequences, tokenizer.pad_token_id, left=False),
-        "attention_mask": _pad([[1] * len(s) for s in sequences], 0, left=False),
-        "labels": _pad(labels, LABEL_PAD, left=False),
+        "input_ids": _pad(sequences, tokenizer.pad_token_id, left=left_pad),
+        "attention_mask": _pad([[1] * len(s) for s in sequences], 0, left=left_pad),
+        "labels": _pad(labels, LABEL_PAD, left=left_pad),
     }
     return batch, truncation
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
@@ -42,7 +43,14 @@ from .data import (
     encode_prompt_completion,
     validate_prompt_completion,
 )
-from .modeling import generate_texts, is_encoder_decoder, load_model_and_tokenizer, prepare_tokenizer
+from .length_groups import length_groups
+from .modeling import (
+    forward_parameters,
+    generate_texts,
+    is_encoder_decoder,
+    load_model_and_tokenizer,
+    prepare_tokenizer,
+)
 
 
 class RefinerTrainer(_BaseTrainer):
@@ -323,7 +331,14 @@ class RefinerTrainer(_BaseTrainer):
     def _turn_losses(
         self, model: torch.nn.Module, turn_prompts: list[list[Prompt]], completions: list[Prompt], mode: str
     ) -> torch.Tensor:
-        """Cross-entropy of the gold completions given every turn's prompts, in one forward pass; one loss per turn."""
+        """Cross-entropy of the gold completions given every turn's prompts; one loss per turn.
+
+        All turns' rows are sorted by length and cut into at most `max_loss_forwards` groups (see
+        [`~refiner_trl.length_groups.length_groups`]), one forward each, so that short turn-0 rows are not padded to
+        the length of refine rows. Causal rows are left-padded so that the completions end in the last column, and
+        only the completion positions' logits are computed. The per-turn sums of token losses are those of one padded
+        forward over all rows: the same loss and gradients.
+        """
         num_turns, batch_size = len(turn_prompts), len(completions)
         prompts, completion_texts, add_special_tokens = self._loss_texts(
             [p for prompts in turn_prompts for p in prompts], completions * num_turns
@@ -335,28 +350,67 @@ class RefinerTrainer(_BaseTrainer):
             self.args.max_prompt_length,
             self.args.max_completion_length,
             self.encoder_decoder,
-            add_special_tokens,
+            add_special_tokens=add_special_tokens,
+            left_pad=not self.encoder_decoder,
         )
         self._count_truncation(truncation.prompts, self._metrics[mode])
         batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
-        labels = batch.pop("labels")
+        label_counts = (batch["labels"] != LABEL_PAD).sum(dim=1)
+        row_lengths = batch["attention_mask"].sum(dim=1)
+        lengths = list(zip(row_lengths.tolist(), label_counts.tolist()))
+        if not self.encoder_decoder:
+            lengths = [(length,) for length, _ in lengths]  # one padded dimension: prompt + completion
+        turn_of_row = torch.arange(num_turns, device=label_counts.device).repeat_interleave(batch_size)
         start = time.perf_counter()
-        if self.encoder_decoder:
-            config = self.accelerator.unwrap_model(model).config
-            batch["decoder_input_ids"] = _shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
-            logits = model(**batch, use_cache=False).logits
-        else:
-            logits = model(**batch, use_cache=False).logits[:, :-1]
-            labels = labels[:, 1:]
-        token_losses = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD, reduction="none"
-        ).view(labels.shape)
-        mask = (labels != LABEL_PAD).view(num_turns, batch_size, -1)
-        per_turn = token_losses.view(num_turns, batch_size, -1).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp(min=1)
+        # Processes run the same number of forwards (their collectives must pair up), so it cannot follow lengths.
+        min_saving = 0.05 if self.accelerator.num_processes == 1 else 0.0
+        groups = length_groups(lengths, self.args.max_loss_forwards, min_saving)
+        loss_sums = None
+        for number, rows in enumerate(groups):
+            index = torch.tensor(rows, device=label_counts.device)
+            # DDP's forward prepares the gradient reduction of the next backward: once per micro-batch. The backward
+            # of the summed loss still reduces every weight's gradient once, summed over the groups.
+            forward_model = model.module if number > 0 and isinstance(model, DistributedDataParallel) else model
+            sums = self._completion_loss_sums(forward_model, {key: value[index] for key, value in batch.items()})
+            part = sums.new_zeros(num_turns).index_add(0, turn_of_row[index], sums)
+            loss_sums = part if loss_sums is None else loss_sums + part
+        per_turn = loss_sums / label_counts.view(num_turns, batch_size).sum(dim=1).clamp(min=1)
         self._metrics[mode]["time/forward"].append(time.perf_counter() - start)
         for turn, value in enumerate(per_turn.detach().float().cpu().tolist()):
             self._metrics[mode][f"turn_{turn}/loss"].append(value)
         return per_turn
+
+    def _completion_loss_sums(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One forward over a group of rows, cut to its own longest row; each row's summed completion-token loss."""
+        labels = batch["labels"]
+        label_width = int((labels != LABEL_PAD).sum(dim=1).max())
+        width = int(batch["attention_mask"].sum(dim=1).max())
+        if self.encoder_decoder:
+            config = self.accelerator.unwrap_model(model).config
+            labels = labels[:, :label_width]
+            decoder_input_ids = _shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
+            logits = model(
+                input_ids=batch["input_ids"][:, :width],
+                attention_mask=batch["attention_mask"][:, :width],
+                decoder_input_ids=decoder_input_ids,
+                use_cache=False,
+            ).logits
+        else:
+            # Left-padded: every completion ends in the last column, so its logits are the last label_width + 1.
+            input_ids, attention_mask = batch["input_ids"][:, -width:], batch["attention_mask"][:, -width:]
+            keep = min(label_width + 1, width)
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+            parameters = forward_parameters(model)
+            if "position_ids" in parameters:  # the positions of the same tokens right-padded
+                inputs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+            if "logits_to_keep" in parameters:
+                inputs["logits_to_keep"] = keep
+            logits = model(**inputs).logits[:, -keep:][:, :-1]
+            labels = labels[:, labels.shape[1] - keep + 1 :]
+        token_losses = F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD, reduction="none"
+        )
+        return token_losses.view(labels.shape).sum(dim=1)
 
     def _count_truncation(self, count: int, metrics: defaultdict[str, list[float]]) -> None:
         """Log how many of this step's prompts (all turns) were cut, and warn the first time it happens."""

@@ -40,6 +40,8 @@ def main(output_dir: Path) -> None:
         "distributed_type": str(state.distributed_type),
         "picks": trainer.picks,
         "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+        # Equal on both processes only if every gradient was reduced (the loss runs several forwards per step).
+        "weights": [float(p.detach().double().sum()) for p in trainer.model.parameters()],
     }
     (output_dir / f"process_{state.process_index}.json").write_text(json.dumps(record))
 

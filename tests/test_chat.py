@@ -33,7 +33,13 @@ def record_generate_inputs(model) -> list[list[list[int]]]:
 
     def recording(*args, **kwargs):
         ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        calls.append([row[m.bool()].tolist() for row, m in zip(ids, mask)])
+        # A causal model's k rows per prompt come in already repeated (its prompts are prefilled once): one each.
+        k = (
+            1
+            if "num_return_sequences" in kwargs
+            else len(ids) // len({tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask)})
+        )
+        calls.append([row[m.bool()].tolist() for row, m in zip(ids[::k], mask[::k])])
         return generate(*args, **kwargs)
 
     model.generate = recording

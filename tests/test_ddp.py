@@ -35,3 +35,5 @@ def test_two_processes_train_with_ddp_and_draw_different_picks(tmp_path):
     assert [len(r["losses"]) for r in records] == [2, 2]
     assert all(loss > 0 for loss in records[0]["losses"])
     assert records[0]["losses"] == pytest.approx(records[1]["losses"])
+    # DDP reduced the gradients of every weight, so both processes hold the same weights after training.
+    assert records[0]["weights"] == records[1]["weights"]

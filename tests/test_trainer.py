@@ -47,7 +47,8 @@ def test_loop_feeds_feedback_into_refine_turns(tiny, tmp_path):
         lambda module, args, kwargs: forward_inputs.append(kwargs["input_ids"]) if module.training else None,
         with_kwargs=True,
     )
-    args = make_args(tmp_path)
+    # One loss forward per step, so that its rows are all turns' in order (test_step_speedups checks the groups).
+    args = make_args(tmp_path, max_loss_forwards=1)
     trainer = SpyTrainer(model, args, critic=critic, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
 

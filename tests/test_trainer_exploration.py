@@ -112,9 +112,13 @@ def test_the_sampling_settings_reach_generate(architecture, tokenizer, rows, tmp
 
     assert len(spy.calls) == 1
     call = spy.calls[0]
-    sampling = {key: call[key] for key in ("do_sample", "temperature", "top_p", "top_k", "num_return_sequences")}
-    assert sampling == {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 7, "num_return_sequences": 5}
+    sampling = {key: call[key] for key in ("do_sample", "temperature", "top_p", "top_k")}
+    assert sampling == {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 7}
     assert call["max_new_tokens"] == 4
+    if architecture == "seq2seq":  # k through num_return_sequences
+        assert call["num_return_sequences"] == 5 and call["input_ids"].shape[0] == 4
+    else:  # each prompt prefilled once, its cache given to its k rows: k rows per prompt go in
+        assert "num_return_sequences" not in call and call["input_ids"].shape[0] == 4 * 5
     rows_out, length = call["output_shape"]
     assert rows_out == 4 * 5  # k samples of each of the batch's 4 prompts
     prompt_length = 0 if architecture == "seq2seq" else call["input_ids"].shape[1]
