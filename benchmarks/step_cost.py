@@ -704,12 +704,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=("tiny", "smollm2"),
         default=["tiny"],
-        help="tiny: the ~10M-parameter models; smollm2: SmolLM2-135M-Instruct (needs --smollm2-path).",
+        help="tiny: the ~10M-parameter models; smollm2: SmolLM2-135M-Instruct (see --smollm2-path).",
     )
     parser.add_argument(
         "--smollm2-path",
-        default=str(step_cost_smollm2.DEFAULT_PATH),
-        help="The converted SmolLM2 folder (`python -m refiner_trl.pretrained fetch smollm2-135m-instruct`).",
+        default=None,
+        help="A SmolLM2 model folder; default: the fetch command's cache folder, fetched when it is not there.",
     )
     parser.add_argument(
         "--resume", action="store_true", help="Keep the sections and SmolLM2 cells of the output dir's JSON."
@@ -762,9 +762,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         data["results"] = earlier.get("results") or run(settings, args.architectures, seeds[0])
         save()
     if "smollm2" in args.sections:
-        path = Path(args.smollm2_path)
-        if not step_cost_smollm2.available(path):
-            raise SystemExit(f"--smollm2-path {path}: no converted model there (run the fetch command first)")
+        from refiner_trl.pretrained import fetch
+
+        path = fetch("smollm2-135m-instruct") if args.smollm2_path is None else Path(args.smollm2_path)
+        if not (path / "config.json").is_file():
+            raise SystemExit(f"--smollm2-path {path}: no model folder there (no config.json)")
         data["smollm2"] = earlier.get("smollm2", {})
         step_cost_smollm2.run(
             path, step_cost_smollm2.settings_for(settings), seeds[0], _DATA_DIR, data["smollm2"], save

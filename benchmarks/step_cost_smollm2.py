@@ -31,17 +31,6 @@ import torch
 import torch.nn.functional as F
 from _common import median
 
-DEFAULT_PATH = Path.home() / ".cache" / "refiner-trl" / "smollm2-135m-instruct-bcc81830d10c"
-"""Where `python -m refiner_trl.pretrained fetch smollm2-135m-instruct` puts the converted model by default."""
-
-
-def available(path: Path) -> bool:
-    """Whether `path` holds a complete converted model (the fetch writes `fetch-complete.json` last)."""
-    return (path / "config.json").is_file() and (
-        (path / "fetch-complete.json").is_file() or not (path / "source").exists()
-    )
-
-
 # ----------------------------------------------------------------------------------- the step before the speed-ups
 
 
