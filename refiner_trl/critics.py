@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .generators import ModelGenerator, checked_texts
 from .templates import CRITIC_INPUT_TEMPLATE, render_critic_input
 
 if TYPE_CHECKING:
@@ -73,36 +74,6 @@ def checked_critique(
         ("feedback per hypothesis", "feedback must be text"),
         where,
     )
-
-
-def checked_texts(
-    call: Callable[[], Any],
-    expected: int,
-    error_type: type[Exception],
-    label: str,
-    wording: tuple[str, str],
-    where: str = "",
-) -> list[str]:
-    """Run `call` and check that it returned `expected` strings, else raise `error_type` naming `label` and `where`.
-
-    The one check behind [`checked_critique`] and [`~refiner_trl.generators.checked_generate`]: exceptions other
-    than `error_type` are wrapped, a wrong count or a non-text item is named. `wording` is `(what one item per input
-    is called, what a non-text item is told)`.
-    """
-    unit, not_text = wording
-    try:
-        texts = call()
-    except error_type:
-        raise
-    except Exception as error:
-        raise error_type(f"{label} raised {error!r}{where}") from error
-    if not isinstance(texts, (list, tuple)) or len(texts) != expected:
-        got = len(texts) if isinstance(texts, (list, tuple)) else type(texts).__name__
-        raise error_type(f"{label} must return one {unit}: expected {expected}, got {got}{where}")
-    for index, item in enumerate(texts):
-        if not isinstance(item, str):
-            raise error_type(f"{label} returned {type(item).__name__} at index {index}, {not_text}{where}")
-    return list(texts)
 
 
 class CallableCritic:
@@ -173,8 +144,6 @@ class ModelCritic:
         use_chat_template: bool = False,
         chat_template_kwargs: dict[str, Any] | None = None,
     ):
-        from .generators import ModelGenerator
-
         # One greedy generator serves the critic: loading by name, batching and truncation live there.
         self.generator = ModelGenerator(
             model,

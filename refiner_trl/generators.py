@@ -29,6 +29,36 @@ class Generator(Protocol):
     def generate(self, prompts: Sequence[str] | Sequence[list[dict[str, str]]]) -> list[str]: ...
 
 
+def checked_texts(
+    call: Callable[[], Any],
+    expected: int,
+    error_type: type[Exception],
+    label: str,
+    wording: tuple[str, str],
+    where: str = "",
+) -> list[str]:
+    """Run `call` and check that it returned `expected` strings, else raise `error_type` naming `label` and `where`.
+
+    The one check behind [`~refiner_trl.critics.checked_critique`] and [`checked_generate`]: exceptions other
+    than `error_type` are wrapped, a wrong count or a non-text item is named. `wording` is `(what one item per input
+    is called, what a non-text item is told)`.
+    """
+    unit, not_text = wording
+    try:
+        texts = call()
+    except error_type:
+        raise
+    except Exception as error:
+        raise error_type(f"{label} raised {error!r}{where}") from error
+    if not isinstance(texts, (list, tuple)) or len(texts) != expected:
+        got = len(texts) if isinstance(texts, (list, tuple)) else type(texts).__name__
+        raise error_type(f"{label} must return one {unit}: expected {expected}, got {got}{where}")
+    for index, item in enumerate(texts):
+        if not isinstance(item, str):
+            raise error_type(f"{label} returned {type(item).__name__} at index {index}, {not_text}{where}")
+    return list(texts)
+
+
 def checked_generate(generator: Generator, prompts: Sequence[str], where: str = "") -> list[str]:
     """Call `generator.generate` and check its answer: one `str` per prompt, else [`GeneratorError`] naming `where`.
 
@@ -40,8 +70,6 @@ def checked_generate(generator: Generator, prompts: Sequence[str], where: str = 
         where (`str`, *optional*, defaults to `""`):
             Appended to error messages, e.g. `" (turn 2)"`.
     """
-    from .critics import checked_texts
-
     return checked_texts(
         lambda: generator.generate(list(prompts)),
         len(prompts),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 from pathlib import Path
@@ -25,3 +26,85 @@ def test_every_public_name_resolves_to_the_object_its_module_defines():
         assert getattr(refiner_trl, name) is defined, name
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(r'^version = "(.+)"$', pyproject, flags=re.M).group(1) == refiner_trl.__version__
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "refiner_trl"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_imports(tree: ast.AST) -> list[ast.ImportFrom | ast.Import]:
+    """The import statements of a module at any depth (lazy ones inside functions too), but not those under
+    `if TYPE_CHECKING:`, which never run."""
+    found: list[ast.ImportFrom | ast.Import] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def package_import_graph() -> dict[str, set[str]]:
+    """Each module of the package -> the package modules it imports at run time. The top-level `__init__`, which
+    re-exports every public name lazily, is left out: the graph is that of the modules it re-exports."""
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        if name == "refiner_trl":
+            continue
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+            else:
+                candidates = [alias.name for alias in getattr(node, "names", [])]
+                candidates += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            targets |= {c for c in candidates if c in modules and c not in ("refiner_trl", name)}
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of `graph` as a list of nodes (first = last), or `None`."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node], _ = "open", stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target) :] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node], _ = "done", stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_package_imports_form_no_cycle():
+    graph = package_import_graph()
+    assert (
+        "refiner_trl.critics" in graph["refiner_trl.refine"]
+        and "refiner_trl.generators" in graph["refiner_trl.critics"]
+    )  # the graph sees the imports it should
+    assert "refiner_trl.modeling" in graph["refiner_trl.generators"]  # a lazy import inside a function counts
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check can fail
