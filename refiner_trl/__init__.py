@@ -9,9 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# `refine` is both a submodule and its main function: import the function now, so that a later
-# `import refiner_trl.refine` cannot leave the package attribute pointing at the module.
-from .refine import RefinementTrace, refine, refine_metrics
+from .refinement import RefinementTrace, refine, refine_metrics
 
 __version__ = "0.1.0"
 

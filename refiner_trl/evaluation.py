@@ -21,7 +21,7 @@ from .chat import Prompt, plain_text
 from .critics import Critic
 from .data import COMPLETION, PROMPT
 from .generators import Generator, as_generator, checked_generate
-from .refine import RefinementTrace, refine, refine_metrics
+from .refinement import RefinementTrace, refine, refine_metrics
 from .tasks.base import Task
 
 PAPER_METRICS: dict[str, tuple[str, ...]] = {

@@ -27,7 +27,7 @@ class HumanCritic:
     Example:
 
     ```python
-    >>> from refiner_trl.refine import refine
+    >>> from refiner_trl.refinement import refine
     >>> traces = refine(generator, HumanCritic(), prompts, max_turns=2)  # doctest: +SKIP
     ```
     """

@@ -14,7 +14,7 @@ from refiner_trl.critic_eval import score_critic_predictions
 from refiner_trl.critics import NO_ERROR, ModelCritic, is_no_error
 from refiner_trl.generators import CallableGenerator
 from refiner_trl.recipes_common import parse_recipe_args
-from refiner_trl.refine import refine
+from refiner_trl.refinement import refine
 from refiner_trl.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]

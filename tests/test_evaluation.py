@@ -24,7 +24,7 @@ from refiner_trl.evaluation import (
     write_report,
 )
 from refiner_trl.modeling import build_tiny_model, train_tokenizer
-from refiner_trl.refine import RefinementTrace
+from refiner_trl.refinement import RefinementTrace
 from refiner_trl.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ package.__path__ = [sys.argv[1]]
 sys.modules["refiner_trl"] = package
 from refiner_trl.critics import CriticError
 from refiner_trl.human_critic import HumanCritic
-from refiner_trl.refine import refine
+from refiner_trl.refinement import refine
 
 def generator(prompts):
     return ["3 - 2" if "Feedback:" in p else "3 + 2" for p in prompts]

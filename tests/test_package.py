@@ -8,18 +8,18 @@ import re
 from pathlib import Path
 
 
-def test_refine_is_the_function_even_after_importing_its_module():
-    importlib.import_module("refiner_trl.refine")
+def test_refine_is_the_function_and_its_module_is_refinement():
+    importlib.import_module("refiner_trl.refinement")
     import refiner_trl
 
-    assert callable(refiner_trl.refine) and refiner_trl.refine.__name__ == "refine"
+    assert callable(refiner_trl.refine) and refiner_trl.refine.__module__ == "refiner_trl.refinement"
 
 
 def test_every_public_name_resolves_to_the_object_its_module_defines():
     import refiner_trl
 
     lazy = refiner_trl._EXPORTS
-    eager = {"RefinementTrace": "refine", "refine": "refine", "refine_metrics": "refine"}
+    eager = {"RefinementTrace": "refinement", "refine": "refinement", "refine_metrics": "refinement"}
     assert set(refiner_trl.__all__) == {*lazy, *eager, "__version__"}
     for name, module in {**lazy, **eager}.items():
         defined = getattr(importlib.import_module(f"refiner_trl.{module}"), name)
@@ -102,7 +102,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_package_imports_form_no_cycle():
     graph = package_import_graph()
     assert (
-        "refiner_trl.critics" in graph["refiner_trl.refine"]
+        "refiner_trl.critics" in graph["refiner_trl.refinement"]
         and "refiner_trl.generators" in graph["refiner_trl.critics"]
     )  # the graph sees the imports it should
     assert "refiner_trl.modeling" in graph["refiner_trl.generators"]  # a lazy import inside a function counts

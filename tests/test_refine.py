@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import doctest
-import importlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refiner_trl import refinement as refine_module
 from refiner_trl.critics import NO_ERROR, CallableCritic, CriticError
 from refiner_trl.generators import GeneratorError, ModelGenerator
 from refiner_trl.modeling import build_tiny_model, train_tokenizer
-from refiner_trl.refine import RefinementTrace, refine, refine_metrics
+from refiner_trl.refinement import RefinementTrace, refine, refine_metrics
 from refiner_trl.templates import render_refine_prompt
-
-refine_module = importlib.import_module("refiner_trl.refine")  # the package attribute `refine` is the function
 
 
 class Recorder:
