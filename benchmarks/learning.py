@@ -52,7 +52,6 @@ from _common import Stopwatch, markdown_table, mean_std, pm
 
 TASKS = ("mwp", "snlr")
 ARCHITECTURES = ("seq2seq", "causal")
-PRIMARY = {"mwp": "equation_accuracy", "snlr": "inference_rule_accuracy"}
 ROWS = (
     ("baseline", "baseline (supervised, S+R steps)"),
     ("refiner_alone", "REFINER, turn 0 (no critic)"),
@@ -432,7 +431,7 @@ def run_pipeline(
         "num_train": len(train),
         "num_eval": len(evaluation),
         "max_new_tokens": max_new_tokens,
-        "primary_metric": PRIMARY[task_name],
+        "primary_metric": task.metrics[0],
         "parameters": {
             "generator": sum(p.numel() for p in generator.parameters()),
             "critic": sum(p.numel() for p in critic_model.parameters()),

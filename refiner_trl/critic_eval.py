@@ -10,9 +10,8 @@ from datasets import Dataset
 
 from .critics import ModelCritic
 from .data import COMPLETION, PROMPT
-from .tasks.base import Task
+from .tasks.base import NO_ERROR_TYPE, Task
 
-NO_ERROR_TYPE = "no_error"
 """The `feedback_type` of rows whose gold feedback is [`NO_ERROR`] (as `Task.feedback_type` names it)."""
 
 

@@ -24,13 +24,6 @@ from .generators import Generator, as_generator, checked_generate
 from .refinement import RefinementTrace, refine, refine_metrics
 from .tasks.base import Task
 
-PAPER_METRICS: dict[str, tuple[str, ...]] = {
-    "mwp": ("equation_accuracy", "answer_accuracy"),
-    "snlr": ("inference_rule_accuracy", "consequent_accuracy"),
-    "moral_stories": ("norm_rougeL", "norm_bleu"),
-}
-"""The metrics of the paper's tables per task, the primary one (plotted, and the paper's headline) first."""
-
 GENERATOR_ALONE = "generator alone"
 LLM_CRITIC = "LLM"
 """The name of an LLM critic in [`standard_critics`]: its row is "+ LLM critic (T=...)"."""
@@ -39,18 +32,17 @@ LLM_CRITIC = "LLM"
 def table_metrics(task: Task, scores: Mapping[str, float] | None = None) -> tuple[str, ...]:
     """The metric columns of a task's table, the primary metric first.
 
-    Taken from the task's `table_metrics` attribute when it has one, else from [`PAPER_METRICS`], else every key of
-    `scores` (what `task.score` returned).
+    The task's `metrics` ([`Task.metrics`]) when it declares them, else every key of `scores` (what `task.score`
+    returned).
 
     Args:
         task ([`Task`]):
             The task.
         scores (`Mapping[str, float]`, *optional*):
-            One result of `task.score`, for tasks this module does not know.
+            One result of `task.score`, for a task that declares no `metrics`.
     """
-    names = getattr(task, "table_metrics", None) or PAPER_METRICS.get(task.name)
-    if names:
-        return tuple(names)
+    if task.metrics:
+        return tuple(task.metrics)
     if not scores:
         raise ValueError(f"No table metrics known for task {task.name!r}; pass the scores to read them from.")
     return tuple(scores)
@@ -61,11 +53,11 @@ def primary_metric(task: Task, scores: Mapping[str, float] | None = None) -> str
 
     Args:
         task ([`Task`]):
-            The task; its `primary_metric` attribute wins when it has one.
+            The task; the first of its `metrics`.
         scores (`Mapping[str, float]`, *optional*):
-            One result of `task.score`, for tasks this module does not know.
+            One result of `task.score`, for a task that declares no `metrics`.
     """
-    return getattr(task, "primary_metric", None) or table_metrics(task, scores)[0]
+    return table_metrics(task, scores)[0]
 
 
 def hypotheses_at_turn(traces: Sequence[RefinementTrace], turn: int) -> list[str]:

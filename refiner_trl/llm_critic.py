@@ -70,8 +70,11 @@ def means_no_error(answer: str, task: Task | None = None) -> bool:
     """
     if is_no_error(answer):
         return True
-    if task is not None and task.feedback_type(answer) not in ("unknown", "no_error"):
-        return False
+    if task is not None:
+        from .tasks.base import NO_ERROR_TYPE  # when a task is given, its module is loaded already
+
+        if task.feedback_type(answer) not in ("unknown", NO_ERROR_TYPE):
+            return False
     text = " ".join(answer.lower().replace("’", "'").split())
     if _WHOLE_NO_ERROR.match(text):
         return True

@@ -89,8 +89,11 @@ def test_table_metrics_per_task_and_fallback():
     assert table_metrics(get_task("snlr"))[0] == "inference_rule_accuracy"
     assert table_metrics(get_task("moral_stories"))[0] == "norm_rougeL"
 
-    class Unknown:
+    assert table_metrics(get_task("mwp")) == get_task("mwp").metrics == ("equation_accuracy", "answer_accuracy")
+
+    class Unknown:  # a task that declares no metrics
         name = "unknown"
+        metrics = ()
 
     assert table_metrics(Unknown(), {"f1": 0.5, "em": 0.2}) == ("f1", "em")
     with pytest.raises(ValueError):

@@ -23,6 +23,9 @@ from ..templates import render_critic_input
 
 _PERTURB_ATTEMPTS = 8
 
+NO_ERROR_TYPE = "no_error"
+"""The feedback type of [`NO_ERROR`], as [`Task.feedback_type`] names it."""
+
 
 class Task(ABC):
     """A REFINER task: data, oracle critic, automatic critic data, metrics and a synthetic generator.
@@ -39,6 +42,8 @@ class Task(ABC):
             (the perturbation types and any oracle-only ones), searched case-insensitively.
         critique_template (`str` or `None`): The task's own critique prompt for an [`LLMCritic`] (placeholders as in
             [`LLM_CRITIC_TEMPLATE`]); `None` uses that default.
+        metrics (`tuple[str, ...]`): The metrics of the paper's tables, the primary one (plotted, the headline) first;
+            keys of what [`Task.score`] returns.
     """
 
     name: str = ""
@@ -47,6 +52,7 @@ class Task(ABC):
     perturbation_types: tuple[str, ...] = ()
     feedback_patterns: tuple[tuple[str, str], ...] = ()
     critique_template: str | None = None
+    metrics: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------------------------------------- data
     def load(self, split: str = "train", path: str | None = None) -> Dataset:
@@ -85,7 +91,6 @@ class Task(ABC):
                 Where the rows came from, for error messages.
         """
 
-    @abstractmethod
     def synthetic(self, n: int = 500, seed: int = 0) -> Dataset:
         """Generate `n` varied, solvable examples in the format of [`Task.load`]; the same seed gives the same rows.
 
@@ -95,6 +100,12 @@ class Task(ABC):
             seed (`int`, *optional*, defaults to `0`):
                 The random seed.
         """
+        rng = random.Random(seed)
+        return self.from_records([self._synthetic_record(rng) for _ in range(n)], source="synthetic")
+
+    @abstractmethod
+    def _synthetic_record(self, rng: random.Random) -> dict[str, Any]:
+        """One raw row in a source format of [`Task.from_records`], drawn with `rng`."""
 
     # ------------------------------------------------------------------------------------------- feedback
     @abstractmethod
@@ -124,7 +135,7 @@ class Task(ABC):
         return CallableCritic(critique)
 
     def feedback_type(self, feedback: str) -> str:
-        """Map a feedback text back to its type: `"no_error"`, one of the task's types, or `"unknown"`.
+        """Map a feedback text back to its type: [`NO_ERROR_TYPE`], one of the task's types, or `"unknown"`.
 
         When a text names several errors, the type of the first one named is returned.
 
@@ -133,7 +144,7 @@ class Task(ABC):
                 A feedback text, from the oracle, a perturbation or a trained critic.
         """
         if is_no_error(feedback):
-            return "no_error"
+            return NO_ERROR_TYPE
         found = [
             (match.start(), kind)
             for kind, pattern in self.feedback_patterns
@@ -218,7 +229,7 @@ class Task(ABC):
                 only perturbations of gold.
 
         Returns:
-            `datasets.Dataset`: columns `prompt`, `completion`, `feedback_type` (`"no_error"` or the perturbation)
+            `datasets.Dataset`: columns `prompt`, `completion`, `feedback_type` ([`NO_ERROR_TYPE`] or the perturbation)
             and `source` (`"gold"`, `"perturbation"` or `"generator"`).
         """
         if generator_samples is not None and len(generator_samples) != len(dataset):

@@ -84,6 +84,7 @@ class MoralStoriesTask(Task):
     hub_id = "demelin/moral_stories"
     hub_subset = "gen-norm$actions+context-norm_distance"
     perturbation_types = ("contradiction", "semantic_misalignment")
+    metrics = ("norm_rougeL", "norm_bleu")
     feedback_patterns = (
         ("contradiction", r"\bcontradict"),
         ("semantic_misalignment", r"\bsemantic misalignment|\bwrong concept"),
@@ -109,9 +110,8 @@ class MoralStoriesTask(Task):
             actions.append(squash(moral_action))
         return Dataset.from_dict({PROMPT: prompts, COMPLETION: norms, "moral_action": actions})
 
-    def synthetic(self, n: int = 500, seed: int = 0) -> Dataset:
-        rng = random.Random(seed)
-        return self.from_records([generate_story(rng) for _ in range(n)], source="synthetic")
+    def _synthetic_record(self, rng: random.Random) -> dict[str, Any]:
+        return generate_story(rng)
 
     def diagnose(self, hypothesis: str, reference: str) -> str:
         hypothesis = hypothesis.partition(ACTION_MARKER)[0]

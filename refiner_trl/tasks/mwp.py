@@ -120,6 +120,7 @@ class MWPTask(Task):
 
     name = "mwp"
     perturbation_types = ("wrong_number", "wrong_operator", "missing_operation", "extra_operation")
+    metrics = ("equation_accuracy", "answer_accuracy")
     feedback_patterns = (
         ("wrong_number", r"\b(first|second) number in #\d+ is incorrect"),
         ("wrong_operator", r"\boperator in #\d+ is incorrect"),
@@ -152,9 +153,8 @@ class MWPTask(Task):
             {PROMPT: prompts, COMPLETION: completions, "numbers": numbers_column, "answer": answers}
         )
 
-    def synthetic(self, n: int = 500, seed: int = 0) -> Dataset:
-        rng = random.Random(seed)
-        return self.from_records([generate_problem(rng) for _ in range(n)], source="synthetic")
+    def _synthetic_record(self, rng: random.Random) -> dict[str, Any]:
+        return generate_problem(rng)
 
     def diagnose(self, hypothesis: str, reference: str) -> str:
         if normalize_equation(hypothesis) == normalize_equation(reference):

@@ -117,6 +117,7 @@ class SNLRTask(Task):
 
     name = "snlr"
     perturbation_types = ("invalid_step", "missing_link", "missing_implicit")
+    metrics = ("inference_rule_accuracy", "consequent_accuracy")
     feedback_patterns = (
         ("invalid_step", r"\bstep #\d+ is not a valid inference"),
         ("missing_link", r"\blink step is missing"),
@@ -135,9 +136,8 @@ class SNLRTask(Task):
             consequents.append(squash(row["consequents"]))
         return Dataset.from_dict({PROMPT: prompts, COMPLETION: completions, "consequent": consequents})
 
-    def synthetic(self, n: int = 500, seed: int = 0) -> Dataset:
-        rng = random.Random(seed)
-        return self.from_records([generate_example(rng) for _ in range(n)], source="synthetic")
+    def _synthetic_record(self, rng: random.Random) -> dict[str, Any]:
+        return generate_example(rng)
 
     def diagnose(self, hypothesis: str, reference: str) -> str:
         hyp = [normalize_step(s) for s in split_steps(hypothesis)]
