@@ -46,8 +46,6 @@ class CriticScriptArguments:
             Inputs per `generate` call when it is evaluated.
         num_examples_shown (`int`, *optional*, defaults to `8`):
             Held-out examples (input end, gold feedback, predicted feedback) printed and saved.
-        trust_remote_code (`bool`, *optional*, defaults to `False`):
-            Run modelling code from the model's repository when loading it by name.
         torch_num_threads (`int`, *optional*):
             `torch.set_num_threads` for the run. Unset: torch's default (all cores). `1` is much faster for tiny
             models on a CPU that other processes share.
@@ -57,7 +55,6 @@ class CriticScriptArguments:
     critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback at evaluation."})
     critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call at evaluation."})
     num_examples_shown: int = field(default=8, metadata={"help": "Held-out examples printed and saved."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's code."})
     torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the run."})
 
 
@@ -90,7 +87,7 @@ def main(
     texts = [f"{p} {c}" for p, c in zip(critic_train["prompt"], critic_train["completion"])]
     model, tokenizer = model_args.load(
         texts,
-        trust_remote_code=script_args.trust_remote_code,
+        trust_remote_code=training_args.trust_remote_code,
         seed=training_args.seed,
         model_init_kwargs=training_args.model_init_kwargs,
     )

@@ -1,4 +1,5 @@
-"""RefinerConfig: the training arguments of [`RefinerTrainer`]."""
+"""The training arguments: [`SupervisedConfig`] (the warm start and the critic) and [`RefinerConfig`], which extends it
+for [`RefinerTrainer`]."""
 
 from __future__ import annotations
 
@@ -15,20 +16,20 @@ NONFINITE_LOSS_ACTIONS = ("raise", "skip")
 
 
 @dataclass
-class RefinerConfig(TrainingArguments):
+class SupervisedConfig(TrainingArguments):
     r"""
-    Configuration class for [`RefinerTrainer`].
+    Training arguments of [`~refiner_trl.supervised.train_supervised`] and the base of [`RefinerConfig`]:
+    [`~transformers.TrainingArguments`], the model's loading settings and the two length limits.
 
-    This class includes only the parameters that are specific to REFINER training. For a full list of training
-    arguments, please refer to the [`~transformers.TrainingArguments`] documentation. Note that default values in this
-    class may differ from those in [`~transformers.TrainingArguments`].
+    Any `TrainingArguments` works with `train_supervised` ([`RefinerConfig`], [`~trl.SFTConfig`],
+    [`~transformers.Seq2SeqTrainingArguments`]); this class adds what recipes set in their YAML file.
 
     Parameters:
         > Parameters that control the model
 
         model_init_kwargs (`dict[str, Any]`, *optional*):
-            Keyword arguments for `from_pretrained`, used when the `model` argument of the [`RefinerTrainer`] is a
-            string.
+            Keyword arguments for `from_pretrained` when the model is given by name: by a recipe's
+            `model_name_or_path`, or as the `model` argument of the [`RefinerTrainer`] (e.g. `{"dtype": "bfloat16"}`).
         trust_remote_code (`bool`, *optional*, defaults to `False`):
             Whether to run modelling code from the model's repository when loading it by name. Off unless set.
 
@@ -41,6 +42,48 @@ class RefinerConfig(TrainingArguments):
         max_completion_length (`int` or `None`, *optional*, defaults to `256`):
             Longest gold completion in tokens, EOS included, for the cross-entropy. Truncations are counted and
             reported once.
+    """
+
+    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
+
+    # A default that differs from TrainingArguments.
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for `from_pretrained` when the model is given by name."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run modelling code from the model's repository. Off unless set."}
+    )
+    max_prompt_length: int | None = field(
+        default=512, metadata={"help": "Longest prompt in tokens; longer prompts keep their end."}
+    )
+    max_completion_length: int | None = field(
+        default=256, metadata={"help": "Longest gold completion in tokens, EOS included."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("max_prompt_length", "max_completion_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 or None, got {value}")
+
+
+@dataclass
+class RefinerConfig(SupervisedConfig):
+    r"""
+    Configuration class for [`RefinerTrainer`].
+
+    It extends [`SupervisedConfig`] (as TRL's `GKDConfig` extends `SFTConfig`) with the parameters specific to REFINER
+    training. For a full list of training arguments, please refer to the [`~transformers.TrainingArguments`]
+    documentation. Note that default values in this class may differ from those in
+    [`~transformers.TrainingArguments`].
+
+    Parameters:
+        > Parameters that control the model and the data: those of [`SupervisedConfig`] (`model_init_kwargs`,
+        `trust_remote_code`, `max_prompt_length`, `max_completion_length`), and
+
         chat_template_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for the tokenizer's chat template when the dataset is conversational (TRL's format:
             `prompt` a list of `{"role", "content"}` messages, `completion` a list holding the assistant's message),
@@ -102,26 +145,12 @@ class RefinerConfig(TrainingArguments):
             generates layer by layer with sharded weights.
     """
 
-    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs", "chat_template_kwargs"]
+    _VALID_DICT_FIELDS = [*SupervisedConfig._VALID_DICT_FIELDS, "chat_template_kwargs"]
 
-    # Defaults that differ from TrainingArguments.
-    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    # A default that differs from TrainingArguments.
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep the `prompt` and `completion` columns; the trainer tokenizes them itself per turn."},
-    )
-
-    model_init_kwargs: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Keyword arguments for `from_pretrained` when the model is given by name."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Run modelling code from the model's repository. Off unless set."}
-    )
-    max_prompt_length: int | None = field(
-        default=512, metadata={"help": "Longest prompt in tokens; longer prompts keep their end."}
-    )
-    max_completion_length: int | None = field(
-        default=256, metadata={"help": "Longest gold completion in tokens, EOS included."}
     )
     chat_template_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Keyword arguments for the chat template of conversational datasets."}
@@ -186,10 +215,6 @@ class RefinerConfig(TrainingArguments):
             raise ValueError(f"max_loss_forwards must be at least 1, got {self.max_loss_forwards}")
         if self.nonfinite_loss not in NONFINITE_LOSS_ACTIONS:
             raise ValueError(f"nonfinite_loss must be one of {NONFINITE_LOSS_ACTIONS}, got {self.nonfinite_loss!r}")
-        for name in ("max_prompt_length", "max_completion_length"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1 or None, got {value}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.temperature <= 0:

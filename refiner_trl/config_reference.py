@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from .config import RefinerConfig
+from .config import RefinerConfig, SupervisedConfig
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
@@ -36,7 +36,7 @@ def _descriptions(docstring: str) -> dict[str, str]:
 
 def config_reference() -> str:
     """Markdown table of the fields RefinerConfig adds to or changes from `TrainingArguments`."""
-    descriptions = _descriptions(RefinerConfig.__doc__ or "")
+    descriptions = {**_descriptions(SupervisedConfig.__doc__ or ""), **_descriptions(RefinerConfig.__doc__ or "")}
     base = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
     rows = ["| key | default | what it does |", "| --- | --- | --- |"]
     for field in dataclasses.fields(RefinerConfig):

@@ -291,15 +291,16 @@ def load_model(
         rows (`Dataset`):
             The training rows (for the tiny tokenizer).
         args (`TrainingArguments`):
-            `seed` and `model_init_kwargs` are read; `trust_remote_code` and `refine_template` when present.
+            `seed`, `model_init_kwargs` and `trust_remote_code` are read; `refine_template` when present.
     """
     texts = (
         []
         if model_args.tiny_architecture is None
         else tokenizer_texts(task, rows, getattr(args, "refine_template", REFINE_TEMPLATE))
     )
-    trust = getattr(args, "trust_remote_code", False)
-    return model_args.load(texts, trust_remote_code=trust, seed=args.seed, model_init_kwargs=args.model_init_kwargs)
+    return model_args.load(
+        texts, trust_remote_code=args.trust_remote_code, seed=args.seed, model_init_kwargs=args.model_init_kwargs
+    )
 
 
 def build_critic(critic_args: CriticArguments, task: Task, args: Any) -> Critic:
@@ -313,7 +314,7 @@ def build_critic(critic_args: CriticArguments, task: Task, args: Any) -> Critic:
         args (`TrainingArguments`):
             `device` and `trust_remote_code` are read.
     """
-    critic = critic_args.build(task, trust_remote_code=getattr(args, "trust_remote_code", False))
+    critic = critic_args.build(task, trust_remote_code=args.trust_remote_code)
     if isinstance(critic, ModelCritic):
         critic.model.to(args.device)
     return critic
@@ -357,7 +358,7 @@ def evaluate_and_report(
 
     if not trainer.accelerator.is_main_process:
         return None
-    args = trainer.args
+    args = trainer.args  # for a warm start, the SFTConfig or Seq2SeqTrainingArguments `train_supervised` built
     trust = getattr(args, "trust_remote_code", False)
     if trainer.is_deepspeed_enabled or trainer.accelerator.num_processes > 1:
         model, tokenizer = load_model_and_tokenizer(args.output_dir, trust_remote_code=trust)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 from datasets import Dataset
@@ -27,6 +26,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from .config import SupervisedConfig
 from .data import (
     COMPLETION,
     LABEL_PAD,
@@ -37,42 +37,8 @@ from .data import (
 )
 from .modeling import is_encoder_decoder, prepare_tokenizer
 
-DEFAULT_MAX_PROMPT_LENGTH = 512
-DEFAULT_MAX_COMPLETION_LENGTH = 256
-
-
-@dataclass
-class SupervisedConfig(TrainingArguments):
-    r"""
-    Training arguments of [`train_supervised`]: [`~transformers.TrainingArguments`] and the two length limits.
-
-    Any `TrainingArguments` works with [`train_supervised`] ([`RefinerConfig`], [`~trl.SFTConfig`],
-    [`~transformers.Seq2SeqTrainingArguments`]); this class only adds the length limits so that recipes can set them
-    in their YAML file.
-
-    Parameters:
-        max_prompt_length (`int` or `None`, *optional*, defaults to `512`):
-            Longest prompt in tokens; longer prompts keep their last tokens.
-        max_completion_length (`int` or `None`, *optional*, defaults to `256`):
-            Longest completion in tokens, EOS included.
-        model_init_kwargs (`dict[str, Any]`, *optional*):
-            Keyword arguments for `from_pretrained` when a recipe loads the model by name (e.g. `{"dtype":
-            "bfloat16"}`).
-    """
-
-    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
-
-    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
-    max_prompt_length: int | None = field(
-        default=DEFAULT_MAX_PROMPT_LENGTH,
-        metadata={"help": "Longest prompt in tokens; longer prompts keep their end."},
-    )
-    max_completion_length: int | None = field(
-        default=DEFAULT_MAX_COMPLETION_LENGTH, metadata={"help": "Longest completion in tokens, EOS included."}
-    )
-    model_init_kwargs: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Keyword arguments for `from_pretrained` when the model is given by name."}
-    )
+DEFAULT_MAX_PROMPT_LENGTH = SupervisedConfig.max_prompt_length
+DEFAULT_MAX_COMPLETION_LENGTH = SupervisedConfig.max_completion_length
 
 
 def convert_args(args: TrainingArguments, target: type[TrainingArguments], **overrides: Any) -> TrainingArguments:
