@@ -77,10 +77,10 @@ def main(
         torch.set_num_threads(script_args.torch_num_threads)
     task, train_rows, eval_rows = task_args.load()
     critic_train = task.build_critic_dataset(
-        train_rows, seed=task_args.data_seed, negatives_per_example=script_args.negatives_per_example
+        train_rows, seed=task_args.synthetic_seed, negatives_per_example=script_args.negatives_per_example
     )
     critic_eval = task.build_critic_dataset(
-        eval_rows, seed=task_args.data_seed + 1, negatives_per_example=script_args.negatives_per_example
+        eval_rows, seed=task_args.synthetic_seed + 1, negatives_per_example=script_args.negatives_per_example
     )
     print(f"critic data ({task.name}): {len(critic_train)} training rows, {len(critic_eval)} held-out rows")
 

@@ -6,6 +6,7 @@ field can be set in the YAML file given with `--config` and overridden on the co
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,8 +46,9 @@ class TaskArguments:
             Keep only the first rows of the training data.
         max_eval_samples (`int`, *optional*):
             Keep only the first rows of the evaluation data.
-        data_seed (`int`, *optional*, defaults to `0`):
-            Seed of the synthetic data (evaluation data uses `data_seed + 1`).
+        synthetic_seed (`int`, *optional*, defaults to `0`):
+            Seed of the synthetic data (evaluation data uses `synthetic_seed + 1`) and of the critic data built from
+            the rows. Not `TrainingArguments.data_seed`, the data sampler's seed.
         conversational (`bool`, *optional*, defaults to `False`):
             Give the rows in TRL's conversational format ([`~refiner_trl.chat.to_conversational`]: the prompt as a
             user message, the completion as the assistant's), for chat models: the trainer and the evaluation render
@@ -63,7 +65,7 @@ class TaskArguments:
     synthetic_eval_size: int = field(default=64, metadata={"help": "Synthetic evaluation rows."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation rows."})
-    data_seed: int = field(default=0, metadata={"help": "Seed of the synthetic data."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic data."})
     conversational: bool = field(
         default=False, metadata={"help": "Rows as conversations (user prompt, assistant completion) for chat models."}
     )
@@ -78,8 +80,10 @@ class TaskArguments:
         """Return the task, its training rows and its evaluation rows (prompt-completion format plus task fields,
         conversational when `conversational`)."""
         task = self.get_task()
-        train = self._rows(task, self.train_path, self.train_split, self.synthetic_train_size, self.data_seed)
-        evaluation = self._rows(task, self.eval_path, self.eval_split, self.synthetic_eval_size, self.data_seed + 1)
+        train = self._rows(task, self.train_path, self.train_split, self.synthetic_train_size, self.synthetic_seed)
+        evaluation = self._rows(
+            task, self.eval_path, self.eval_split, self.synthetic_eval_size, self.synthetic_seed + 1
+        )
         train, evaluation = _head(train, self.max_train_samples), _head(evaluation, self.max_eval_samples)
         if self.conversational:
             from .chat import to_conversational
@@ -141,8 +145,16 @@ class ModelArguments:
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Modules that get adapters."})
 
     def __post_init__(self) -> None:
-        if (self.model_name_or_path is None) == (self.tiny_architecture is None):
-            raise ValueError("Set exactly one of `model_name_or_path` and `tiny_architecture`.")
+        if self.model_name_or_path is None and self.tiny_architecture is None:
+            raise ValueError("Set `model_name_or_path` or `tiny_architecture`.")
+        if self.model_name_or_path is not None and self.tiny_architecture is not None:
+            # So that `--model_name_or_path outputs/generator` works with a recipe whose YAML builds a tiny model.
+            warnings.warn(
+                f"model_name_or_path ({self.model_name_or_path}) replaces tiny_architecture "
+                f"({self.tiny_architecture}): the model is loaded, not built.",
+                stacklevel=2,
+            )
+            self.tiny_architecture = None
 
     def load(
         self,

@@ -13,7 +13,7 @@ import difflib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from trl import TrlParser
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
 
     from .evaluation import EvaluationResult
     from .tasks.base import Task
-
-# Keys that replace each other: one given on the command line drops the other one from the YAML file, so that
-# `--model_name_or_path outputs/generator` works with a recipe whose YAML builds a tiny model.
-EXCLUSIVE_KEYS = (("model_name_or_path", "tiny_architecture"),)
 
 
 @dataclass
@@ -87,27 +83,6 @@ GENERATOR_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, RecipeArg
 # ------------------------------------------------------------------------------------------------------ parsing
 
 
-class RecipeParser(TrlParser):
-    """A [`~trl.TrlParser`] whose YAML values give way to an exclusive key set on the command line.
-
-    `cli_keys`, the destinations the command line sets, is filled in by [`parse_recipe_args`] before parsing.
-
-    Args:
-        dataclass_types (`Sequence[type]`):
-            The argument dataclasses.
-    """
-
-    def __init__(self, dataclass_types: Sequence[type]):
-        super().__init__(dataclass_types)
-        self.cli_keys: set[str] = set()
-
-    def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
-        for group in EXCLUSIVE_KEYS:
-            if self.cli_keys & set(group):
-                kwargs = {k: v for k, v in kwargs.items() if k not in set(group) - self.cli_keys}
-        return super().set_defaults_with_config(**kwargs)
-
-
 def _suggest(name: str, known: Sequence[str]) -> str:
     match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
@@ -141,39 +116,14 @@ def read_config(path: str) -> dict[str, Any]:
     return config
 
 
-def _shared_fields(dataclass_types: Sequence[type]) -> dict[str, int]:
-    """Field names that several dataclasses have, mapped to the index of the last one that has it."""
-    owner: dict[str, int] = {}
-    shared: dict[str, int] = {}
-    for index, cls in enumerate(dataclass_types):
-        for f in dataclasses.fields(cls):
-            if f.init and f.name in owner:
-                shared[f.name] = index
-            owner[f.name] = index
-    return shared
-
-
-def _without(cls: type, names: set[str]) -> type:
-    """A copy of dataclass `cls` without the fields `names`, for the parser only."""
-    hints = get_type_hints(cls)
-    kept = [
-        (f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
-        for f in dataclasses.fields(cls)
-        if f.init and f.name not in names
-    ]
-    return dataclasses.make_dataclass(cls.__name__, kept)
-
-
 def parse_recipe_args(
     dataclass_types: Sequence[type], argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None
 ) -> tuple[Any, ...]:
     """Parse `--config recipe.yaml` and command-line overrides into the dataclasses, as TRL's scripts do.
 
-    This is [`~trl.TrlParser.parse_args_and_config`] with two additions. A key of the YAML file or an option of the
+    This is [`~trl.TrlParser.parse_args_and_config`] with one addition: a key of the YAML file or an option of the
     command line that no dataclass has raises a `ValueError` naming it, the file, and the closest known key (TRL
     would name neither the file nor a suggestion, and argparse would take `--learning_rat` as `--learning_rate`).
-    And a field that several dataclasses share (`data_seed`, of [`TaskArguments`] and `TrainingArguments`) is
-    parsed once: the last dataclass gets it as parsed, the others get its value when it is set (not `None`).
 
     Args:
         dataclass_types (`Sequence[type]`):
@@ -197,19 +147,13 @@ def parse_recipe_args(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, cli = _split_config(argv)
-    shared = _shared_fields(dataclass_types)
-    parser_types = []
-    for index, cls in enumerate(dataclass_types):
-        dropped = {name for name, last in shared.items() if last != index} & {f.name for f in dataclasses.fields(cls)}
-        parser_types.append(_without(cls, dropped) if dropped else cls)
-    parser = RecipeParser(parser_types)
+    parser = TrlParser(dataclass_types)
 
     options = {s: a.dest for s, a in parser._option_string_actions.items()}
     for token in cli:
         name = token.split("=", 1)[0]
         if name.startswith("--") and name not in options:
             raise ValueError(f"unknown option {name!r}{_suggest(name, sorted(options))}")
-    parser.cli_keys = {options[t.split("=", 1)[0]] for t in cli if t.split("=", 1)[0] in options}
 
     if config_path is not None:
         known = sorted({a.dest for a in parser._actions if a.dest != "help"} | {"env"})
@@ -218,18 +162,7 @@ def parse_recipe_args(
                 raise ValueError(f"unknown key {key!r} in {config_path}{_suggest(str(key), known)}")
     if defaults:
         parser.set_defaults(**defaults)
-    parsed = parser.parse_args_and_config(cli if config_path is None else ["--config", config_path, *cli])
-
-    outputs = []
-    for i, (cls, obj) in enumerate(zip(dataclass_types, parsed)):
-        if type(obj) is not cls:
-            values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-            for name, last in shared.items():
-                if last != i and getattr(parsed[last], name) is not None:
-                    values[name] = getattr(parsed[last], name)
-            obj = cls(**values)
-        outputs.append(obj)
-    return tuple(outputs)
+    return tuple(parser.parse_args_and_config(cli if config_path is None else ["--config", config_path, *cli]))
 
 
 def parse_refiner_args(task_name: str | None = None, argv: Sequence[str] | None = None) -> tuple[Any, ...]:

@@ -9,7 +9,6 @@ import re
 import runpy
 import subprocess
 import sys
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -146,7 +145,10 @@ def test_command_line_overrides_the_yaml_file():
 
 def test_model_on_the_command_line_replaces_the_yaml_files_tiny_model():
     path = RECIPES / "ms_tiny.yaml"
-    _, model, *_ = parse_refiner_args("moral_stories", ["--config", str(path), "--model_name_or_path", "outputs/g"])
+    with pytest.warns(UserWarning, match=r"model_name_or_path \(outputs/g\) replaces tiny_architecture \(seq2seq\)"):
+        _, model, *_ = parse_refiner_args(
+            "moral_stories", ["--config", str(path), "--model_name_or_path", "outputs/g"]
+        )
     assert (model.model_name_or_path, model.tiny_architecture) == ("outputs/g", None)
 
 
@@ -159,24 +161,14 @@ def test_recipe_refuses_another_task():
     assert task.task == "mwp"
 
 
-@dataclass
-class First:
-    name: str = "a"
-    seed: int = 0
-
-
-@dataclass
-class Last:
-    seed: int | None = None
-
-
-def test_a_field_two_dataclasses_share_is_parsed_once_and_reaches_both(tmp_path):
-    # TaskArguments.data_seed and TrainingArguments.data_seed are such a pair.
-    assert parse_recipe_args((First, Last), []) == (First("a", 0), Last(None))  # unset: each keeps its default
-    assert parse_recipe_args((First, Last), ["--seed", "5"]) == (First("a", 5), Last(5))
-    config = tmp_path / "c.yaml"
-    config.write_text("seed: 3\nname: b\n", encoding="utf-8")
-    assert parse_recipe_args((First, Last), ["--config", str(config)]) == (First("b", 3), Last(3))
+def test_the_synthetic_seed_is_not_the_samplers_data_seed(monkeypatch):
+    config = ["--config", "recipes/critic_mwp_tiny.yaml"]
+    task, *_, training = parse_with_recipe(
+        RECIPES / "train_critic.py", [*config, "--synthetic_seed", "5"], monkeypatch
+    )
+    assert (task.synthetic_seed, training.data_seed) == (5, None)
+    task, *_, training = parse_with_recipe(RECIPES / "train_critic.py", [*config, "--data_seed", "7"], monkeypatch)
+    assert (task.synthetic_seed, training.data_seed) == (0, 7)
 
 
 def test_parse_recipe_args_without_config_uses_the_command_line_only():
