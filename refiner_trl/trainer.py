@@ -180,8 +180,11 @@ class RefinerTrainer(_BaseTrainer):
         self._eval_metric_prefix = "eval"  # `evaluate` sets it per dataset: `eval_<key>` for a dict of them
         self._warned_truncation = False
         self._warned_chat_prefix = False
+        self._checked_chat_prefix = False
         for name, dataset in datasets.items():
             self._report_dataset_truncation(dataset, name)
+        # Checked on the datasets' prompts; once more on the first batch, whose refine turns the datasets lack.
+        self._checked_chat_prefix = self._warned_chat_prefix
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
 
@@ -315,7 +318,9 @@ class RefinerTrainer(_BaseTrainer):
             return list(prompts), list(completions), True
         kwargs = self.args.chat_template_kwargs
         prompt_texts, completion_texts = render_prompt_completion(self.processing_class, prompts, completions, kwargs)
-        if not self._warned_chat_prefix:
+        if not self._checked_chat_prefix:
+            # Rendering every prompt a second time each step would double the chat rendering of the hot path.
+            self._checked_chat_prefix = True
             mismatch = prefix_mismatch(render_generation_prompts(self.processing_class, prompts, kwargs), prompt_texts)
             if mismatch is not None:
                 self._warned_chat_prefix = True
