@@ -18,8 +18,9 @@ optimizer steps S + R:
 Ablations are further REFINER arms (`--arms`, see `ARMS`): the sum of the turn losses, the `"flagged"` selection
 with k = 4, more REFINER steps for fewer warm-start steps, LoRA; and the critic trained with generator samples.
 
-Every phase saves its model and a `done.json` under `--output-dir`; `--resume` skips the phases already there, so
-a run cut short goes on from its last finished phase. `--evaluate-only` evaluates the saved models again, on
+Every phase saves its model and a `done.json` under `--output-dir`, and every arm's evaluation its
+`evaluation.json`; `--resume` skips the phases and evaluations already there (for the same evaluation file, rows and
+critics), so a run cut short goes on from its last finished phase. `--evaluate-only` evaluates the saved models again, on
 another `--eval-file` for instance, without training. `pretrained.json`, `pretrained.md` and `pretrained.png` are
 written at the end of every run.
 
@@ -98,6 +99,9 @@ start the rest; its baseline is the same warm start's R steps) and `use_peft` (L
 
 CRITICS = {"critic": False, "critic_samples": True}
 """Trained critics: name -> whether the warm start's own samples (labelled by the oracle) join the perturbations."""
+
+RUN_NAMES = {"critic": "trained", "critic_samples": "trained_samples"}
+"""Each trained critic's name in the evaluation's runs (its table row reads "+ trained critic (T=3)")."""
 
 
 # ----------------------------------------------------------------------------------------------------- models
@@ -302,9 +306,11 @@ def bootstrap_interval(correct: Sequence[float], rounds: int, seed: int = 0) -> 
 
 
 def evaluate_arm(
-    name: str, folder: Path, critic_folder: Path | None, task: Any, rows: Any, settings: Settings
+    name: str, folder: Path, critic_folders: dict[str, Path], task: Any, rows: Any, settings: Settings
 ) -> dict[str, Any]:
-    """Refine `rows` with the arm's saved model and each critic; per-row correctness and turn-0 critic verdicts."""
+    """Refine `rows` with the arm's saved model and each critic; per-row correctness and turn-0 critic verdicts.
+
+    `critic_folders` maps each trained critic's name (`critic`, `critic_samples`) to its saved model."""
     from refiner_trl import ModelCritic, ModelGenerator
     from refiner_trl.critics import is_no_error
     from refiner_trl.evaluation import evaluate_refinement, primary_metric
@@ -317,8 +323,8 @@ def evaluate_arm(
     )
     oracle = task.oracle_critic()
     critics: dict[str, Any] = {"none": None, "oracle": oracle}
-    if critic_folder is not None:
-        critics["trained"] = ModelCritic(
+    for critic_name, critic_folder in critic_folders.items():
+        critics[RUN_NAMES[critic_name]] = ModelCritic(
             str(critic_folder),
             max_prompt_length=settings.max_prompt_length,
             max_new_tokens=settings.critic_max_new_tokens,
@@ -342,13 +348,14 @@ def evaluate_arm(
             "correct": correct,
             "refine": run.refine,
         }
-    if "trained" in critics:
-        runs = {run.name: run for run in result.runs}
-        # Both critics read the same z_0 of every row (evaluate_refinement generates it once).
-        oracle_says = [not is_no_error(ex["feedback"][0]) for ex in runs["oracle"].examples]
-        critic_says = [not is_no_error(ex["feedback"][0]) for ex in runs["trained"].examples]
-        wrong = sum(oracle_says)
-        record["critic_on_turn0"] = {
+    runs = {run.name: run for run in result.runs}
+    # Every critic reads the same z_0 of every row (evaluate_refinement generates it once).
+    oracle_says = [not is_no_error(ex["feedback"][0]) for ex in runs["oracle"].examples]
+    wrong = sum(oracle_says)
+    record["critic_on_turn0"] = {}
+    for critic_name in critic_folders:
+        critic_says = [not is_no_error(ex["feedback"][0]) for ex in runs[RUN_NAMES[critic_name]].examples]
+        record["critic_on_turn0"][critic_name] = {
             "errors": wrong,
             "recall": sum(c for c, o in zip(critic_says, oracle_says) if o) / wrong if wrong else None,
             "false_alarms": sum(c for c, o in zip(critic_says, oracle_says) if not o) / (len(oracle_says) - wrong)
@@ -374,21 +381,20 @@ def format_markdown(data: dict[str, Any]) -> str:
                 rows.append([f"{arm}: {run['label']}", f"{100 * run['final']:.1f}", interval, by_turn])
     lines.append(markdown_table(["arm and critic", "accuracy %", "95% interval", "by turn 0..T"], rows))
     verdicts = [
-        [
-            arm,
-            record["critic_on_turn0"]["errors"],
-            record["critic_on_turn0"]["recall"],
-            record["critic_on_turn0"]["false_alarms"],
-        ]
+        [arm, critic, counts["errors"], _share(counts["recall"]), _share(counts["false_alarms"])]
         for seed_record in data["evaluations"].values()
         for arm, record in seed_record.items()
-        if "critic_on_turn0" in record
+        for critic, counts in record.get("critic_on_turn0", {}).items()
     ]
     if verdicts:
-        lines += ["", "Trained critic on each arm's own turn-0 hypotheses, against the oracle:", ""]
-        lines.append(markdown_table(["arm", "turn-0 errors", "recall", "false alarms"], verdicts))
+        lines += ["", "Trained critics on each arm's own turn-0 hypotheses, against the oracle:", ""]
+        lines.append(markdown_table(["arm", "critic", "turn-0 errors", "recall", "false alarms"], verdicts))
     lines += ["", f"Machine: {_common.machine_line(data['machine'])}"]
     return "\n".join(lines) + "\n"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def plot(data: dict[str, Any], path: Path) -> Path:
@@ -459,14 +465,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             train_phases(
                 settings, args.arms, args.critics, seed, root, args.model, args.quick, args.resume, train, task
             )
-        critic_folder = root / args.critics[0] if _done(root / args.critics[0]) else None
+        critic_folders = {name: root / name for name in CRITICS if _done(root / name)}
         arms = {json.loads((f / "done.json").read_text())["phase"]: f for f in sorted(root.glob("*/")) if _done(f)}
         evaluations[str(seed)] = {}
         for name, folder in arms.items():
             if name.startswith("warm") or name in CRITICS:
                 continue
             kind = "baseline" if name.startswith("baseline") else name
-            evaluations[str(seed)][name] = evaluate_arm(kind, folder, critic_folder, task, rows, settings)
+            key = {"eval_file": args.eval_file, "num_eval": len(rows), "critics": sorted(critic_folders)}
+            cache = folder / "evaluation.json"
+            if args.resume and cache.is_file() and json.loads(cache.read_text())["key"] == key:
+                evaluations[str(seed)][name] = json.loads(cache.read_text())["record"]
+                print(f"  seed {seed}: {name} already evaluated", flush=True)
+                continue
+            record = evaluate_arm(kind, folder, critic_folders, task, rows, settings)
+            write_json(cache, {"key": key, "record": record})
+            evaluations[str(seed)][name] = record
             print(f"  seed {seed}: evaluated {name}", flush=True)
     data = {
         "quick": args.quick,

@@ -120,8 +120,9 @@ def test_pretrained_benchmark_quick_trains_every_arm_resumes_and_evaluates_again
     data = check_outputs(tmp_path, "pretrained")
     evaluations = data["evaluations"]["0"]
     assert set(evaluations) == {"baseline-4-2", "refiner", "refiner_flagged"}
-    assert set(evaluations["refiner"]["runs"]) == {"none", "oracle", "trained", "decision_only"}
-    assert set(evaluations["baseline-4-2"]["runs"]) == {"none", "oracle", "trained"}
+    assert set(evaluations["refiner"]["runs"]) == {"none", "oracle", "trained", "trained_samples", "decision_only"}
+    assert set(evaluations["baseline-4-2"]["runs"]) == {"none", "oracle", "trained", "trained_samples"}
+    assert set(evaluations["refiner"]["critic_on_turn0"]) == {"critic", "critic_samples"}
     for record in evaluations.values():
         for run_record in record["runs"].values():
             low, high = run_record["interval"]
@@ -136,6 +137,7 @@ def test_pretrained_benchmark_quick_trains_every_arm_resumes_and_evaluates_again
 
     again = run(*arms, "--resume")
     assert all(f"seed 0: {phase} already done" in again for phase in ("refiner", "refiner_flagged", "critic"))
+    assert all(f"seed 0: {arm} already evaluated" in again for arm in evaluations)
     again_data = json.loads((tmp_path / "pretrained.json").read_text())
     assert (
         again_data["evaluations"]["0"]["refiner"]["runs"]["none"]["correct"]
