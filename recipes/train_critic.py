@@ -17,7 +17,6 @@ Writes to `output_dir`: the critic and its tokenizer (load with `ModelCritic(out
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,9 +25,9 @@ import torch
 
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
 from refiner_trl.critics import ModelCritic
-from refiner_trl.evaluation import json_ready
 from refiner_trl.recipe_args import ModelArguments, TaskArguments
 from refiner_trl.recipes_common import parse_recipe_args
+from refiner_trl.report import write_json
 from refiner_trl.supervised import SupervisedConfig, train_supervised
 
 
@@ -128,8 +127,7 @@ def main(
         "task_args": asdict(task_args),
         "model_args": asdict(model_args),
     }
-    path = Path(training_args.output_dir) / "critic_eval.json"
-    path.write_text(json.dumps(json_ready(report), indent=2, default=str) + "\n", encoding="utf-8")
+    path = write_json(Path(training_args.output_dir) / "critic_eval.json", report)
     print(f"\nsaved the critic and {path}")
     return report
 

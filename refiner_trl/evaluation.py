@@ -22,6 +22,7 @@ from .critics import Critic
 from .data import COMPLETION, PROMPT
 from .generators import Generator, as_generator, checked_generate
 from .refinement import RefinementTrace, refine, refine_metrics
+from .report import json_ready, markdown_table, percent, write_json, write_text
 from .tasks.base import Task
 
 GENERATOR_ALONE = "generator alone"
@@ -151,22 +152,6 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN becomes `null`)."""
         return json_ready(asdict(self))
-
-
-def json_ready(value: Any) -> Any:
-    """`value` with NaN floats replaced by `None`, recursively, so that `json.dumps` writes valid JSON.
-
-    Args:
-        value (`Any`):
-            Dicts, lists, tuples (written as lists), floats and other JSON data.
-    """
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    return value
 
 
 def run_label(name: str, critic: Critic | None, max_turns: int) -> str:
@@ -324,10 +309,6 @@ def standard_critics(
     return critics
 
 
-def _percent(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
-
-
 def format_table(result: EvaluationResult) -> str:
     """The paper-style markdown table: one row per critic, one column per metric (in %, of the final hypotheses), and
     the mean number of refine turns an example took.
@@ -336,13 +317,15 @@ def format_table(result: EvaluationResult) -> str:
         result ([`EvaluationResult`]):
             What [`evaluate_refinement`] returned.
     """
-    header = ["", *result.metrics, "refinements / example"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
-    for run in result.runs:
-        refinements = "–" if run.max_turns == 0 else f"{run.refine.get('mean_refinements', 0.0):.2f}"
-        cells = [run.label, *(_percent(run.final.get(m)) for m in result.metrics), refinements]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [
+        [
+            run.label,
+            *(percent(run.final.get(m)) for m in result.metrics),
+            "–" if run.max_turns == 0 else f"{run.refine.get('mean_refinements', 0.0):.2f}",
+        ]
+        for run in result.runs
+    ]
+    return markdown_table(["", *result.metrics, "refinements / example"], rows)
 
 
 def format_turn_table(result: EvaluationResult) -> str:
@@ -353,14 +336,17 @@ def format_turn_table(result: EvaluationResult) -> str:
             What [`evaluate_refinement`] returned.
     """
     width = max((run.max_turns for run in result.runs), default=0) + 1
-    header = ["", *(f"turn {t}" for t in range(width))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", *["---:"] * width]) + "|"]
-    for run in result.runs:
-        cells = [
-            _percent(run.by_turn[t].get(result.primary_metric)) if t < len(run.by_turn) else "" for t in range(width)
+    rows = [
+        [
+            run.label,
+            *(
+                percent(run.by_turn[t].get(result.primary_metric)) if t < len(run.by_turn) else ""
+                for t in range(width)
+            ),
         ]
-        lines.append("| " + " | ".join([run.label, *cells]) + " |")
-    return "\n".join(lines)
+        for run in result.runs
+    ]
+    return markdown_table(["", *(f"turn {t}" for t in range(width))], rows)
 
 
 def plot_metric_by_turn(result: EvaluationResult, path: str | Path, title: str | None = None) -> Path:
@@ -425,13 +411,11 @@ def write_report(result: EvaluationResult, output_dir: str | Path, title: str | 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     title = title or f"REFINER evaluation: {result.task}"
-    markdown = output_dir / "results.md"
-    markdown.write_text(
+    markdown = write_text(
+        output_dir / "results.md",
         f"# {title}\n\n{result.num_examples} examples; metrics in %, of the final hypotheses.\n\n"
         f"{format_table(result)}\n\n## {result.primary_metric} after each turn\n\n{format_turn_table(result)}\n",
-        encoding="utf-8",
     )
-    data = output_dir / "results.json"
-    data.write_text(json.dumps({"title": title, **result.to_dict()}, indent=2) + "\n", encoding="utf-8")
+    data = write_json(output_dir / "results.json", {"title": title, **result.to_dict()})
     plot = plot_metric_by_turn(result, output_dir / "metric_by_turn.png", title=title)
     return {"markdown": markdown, "json": data, "plot": plot}

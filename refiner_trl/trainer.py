@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import time
 import warnings
@@ -51,6 +50,7 @@ from .modeling import (
     load_model_and_tokenizer,
     prepare_tokenizer,
 )
+from .report import write_text
 
 
 class RefinerTrainer(_BaseTrainer):
@@ -590,11 +590,7 @@ class RefinerTrainer(_BaseTrainer):
             text = json.dumps(self.critic.state_dict(), allow_nan=False)
         except Exception as error:
             raise CriticError(f"{where} must return JSON data for the checkpoint: {error!r}") from error
-        path = self._critic_state_file(checkpoint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+        write_text(self._critic_state_file(checkpoint), text)
 
     def _load_critic_state(self, checkpoint: str) -> None:
         """Give the critic back the state saved in `checkpoint`, warning when the critic and checkpoint disagree."""
