@@ -5,7 +5,7 @@ For each task (MWP, sNLR), architecture (seq2seq, causal) and seed, one pipeline
 1. data: the paper's release when `--data-dir` holds it (train on `train.json`, report on the first `--max-eval`
    rows of `val.json`), else the task's synthetic rows;
 2. a byte-level BPE tokenizer trained on the training texts, the refine template and every feedback text
-   (`recipes_common.tokenizer_texts`), and a tiny generator built from a config (`modeling.build_tiny_model`);
+   (`Task.tokenizer_texts`), and a tiny generator built from a config (`modeling.build_tiny_model`);
 3. warm start: `supervised.train_supervised` for `warm_steps` steps;
 4. from the same warm-started weights: the **baseline** gets `refiner_steps` more supervised steps, and **REFINER**
    gets `refiner_steps` steps of `RefinerTrainer` with the task's oracle critic; both therefore take
@@ -256,7 +256,6 @@ def run_pipeline(
     from refiner_trl.critic_eval import evaluate_critic
     from refiner_trl.evaluation import evaluate_refinement
     from refiner_trl.modeling import build_tiny_model, train_tokenizer
-    from refiner_trl.recipes_common import tokenizer_texts
     from refiner_trl.supervised import SupervisedConfig, train_supervised
     from refiner_trl.templates import CRITIC_INPUT_TEMPLATE
 
@@ -286,7 +285,7 @@ def run_pipeline(
     critic_heldout = critic_heldout.select(range(min(settings.critic_eval_rows, len(critic_heldout))))
 
     with Stopwatch() as watch:
-        texts = tokenizer_texts(task, train) + [CRITIC_INPUT_TEMPLATE.format(prompt="", hypothesis="")] * 20
+        texts = task.tokenizer_texts(train) + [CRITIC_INPUT_TEMPLATE.format(prompt="", hypothesis="")] * 20
         tokenizer = train_tokenizer(texts, vocab_size=settings.vocab_size)
         size = {"hidden_size": settings.hidden_size, "num_layers": settings.num_layers}
         generator = build_tiny_model(architecture, tokenizer, seed=seed, **size)

@@ -20,8 +20,8 @@ with k = 4, more REFINER steps for fewer warm-start steps, LoRA; and the critic 
 
 Every phase saves its model and a `done.json` under `--output-dir`, and every arm's evaluation its
 `evaluation.json`; `--resume` skips the phases and evaluations already there (for the same evaluation file, rows and
-critics), so a run cut short goes on from its last finished phase. `--evaluate-only` evaluates the saved models again, on
-another `--eval-file` for instance, without training. `pretrained.json`, `pretrained.md` and `pretrained.png` are
+critics), so a run cut short goes on from its last finished phase. `--evaluate-only` evaluates the saved models
+again, on another `--eval-file` for instance, without training. `pretrained.json`, `pretrained.md` and `pretrained.png` are
 written at the end of every run.
 
     python benchmarks/pretrained.py --quick                  # a tiny model built from a config; CI runs it
@@ -178,10 +178,9 @@ def train_phases(
     from transformers import set_seed
 
     from refiner_trl import ModelGenerator, RefinerConfig, RefinerTrainer
-    from refiner_trl.recipes_common import tokenizer_texts
     from refiner_trl.supervised import SupervisedConfig, train_supervised
 
-    texts = tokenizer_texts(task, train)
+    texts = task.tokenizer_texts(train)
     backbone, tokenizer = load_backbone(model_name, quick, texts)
     total = settings.warm_steps + settings.refiner_steps
     cached: dict[int, Any] = {}

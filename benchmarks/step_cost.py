@@ -395,11 +395,10 @@ def inference_cost(task: Any, model: Any, tokenizer: Any, rows: Any, settings: S
 def build(architecture: str, settings: Settings, seed: int) -> tuple[Any, Any, Any, Any, str, int]:
     """The task, the training rows, a tokenizer trained on them, the model, the data source, and max_new_tokens."""
     from refiner_trl.modeling import build_tiny_model, train_tokenizer
-    from refiner_trl.recipes_common import tokenizer_texts
 
     task, train, _, source = _common.task_data("mwp", _DATA_DIR, 2000, 16, None)
     train = train.select_columns(["prompt", "completion"])
-    tokenizer = train_tokenizer(tokenizer_texts(task, train), vocab_size=settings.vocab_size)
+    tokenizer = train_tokenizer(task.tokenizer_texts(train), vocab_size=settings.vocab_size)
     layers = settings.seq2seq_layers if architecture == "seq2seq" else settings.causal_layers
     model = build_tiny_model(architecture, tokenizer, hidden_size=settings.hidden_size, num_layers=layers, seed=seed)
     completions = tokenizer(list(train["completion"]), add_special_tokens=False)["input_ids"]

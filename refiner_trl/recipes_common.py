@@ -19,11 +19,10 @@ import yaml
 from trl import TrlParser
 
 from .config import RefinerConfig
-from .critics import NO_ERROR, Critic, ModelCritic
-from .data import COMPLETION, PROMPT
+from .critics import Critic, ModelCritic
 from .recipe_args import CriticArguments, ModelArguments, TaskArguments
 from .supervised import SupervisedConfig
-from .templates import REFINE_TEMPLATE, render_refine_prompt
+from .templates import REFINE_TEMPLATE
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -194,23 +193,6 @@ def check_task(task_args: TaskArguments, task_name: str | None) -> None:
 # ---------------------------------------------------------------------------------------------- model & report
 
 
-def tokenizer_texts(task: Task, rows: Dataset, refine_template: str = REFINE_TEMPLATE) -> list[str]:
-    """The texts a tiny model's tokenizer is trained on: prompts, completions, and refine prompts with feedback.
-
-    Args:
-        task ([`Task`]):
-            The task, whose critic data gives its feedback texts.
-        rows (`Dataset`):
-            Prompt-completion rows.
-        refine_template (`str`, *optional*, defaults to [`REFINE_TEMPLATE`]):
-            The refine prompt the generator will read.
-    """
-    feedback = sorted(set(task.build_critic_dataset(rows, seed=0)[COMPLETION]) | {NO_ERROR})
-    texts = [f"{p} {c}" for p, c in zip(rows[PROMPT], rows[COMPLETION])]
-    # Repeated so that the template's words and every feedback text become tokens of their own.
-    return texts + [render_refine_prompt("", "", f, refine_template) for f in feedback] * 20
-
-
 def load_model(
     model_args: ModelArguments, task: Task, rows: Dataset, args: Any
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -229,7 +211,7 @@ def load_model(
     texts = (
         []
         if model_args.tiny_architecture is None
-        else tokenizer_texts(task, rows, getattr(args, "refine_template", REFINE_TEMPLATE))
+        else task.tokenizer_texts(rows, getattr(args, "refine_template", REFINE_TEMPLATE))
     )
     return model_args.load(
         texts, trust_remote_code=args.trust_remote_code, seed=args.seed, model_init_kwargs=args.model_init_kwargs

@@ -19,7 +19,7 @@ from datasets import Dataset
 from ..chat import is_conversation, plain_text
 from ..critics import NO_ERROR, CallableCritic, Critic, is_no_error
 from ..data import COMPLETION, PROMPT, load_records
-from ..templates import render_critic_input
+from ..templates import REFINE_TEMPLATE, render_critic_input, render_refine_prompt
 
 _PERTURB_ATTEMPTS = 8
 
@@ -261,6 +261,20 @@ class Task(ABC):
         return Dataset.from_dict(columns)
 
     # --------------------------------------------------------------------------------------------- metrics
+    def tokenizer_texts(self, rows: Dataset, refine_template: str = REFINE_TEMPLATE) -> list[str]:
+        """The texts a tiny model's tokenizer is trained on: prompts, completions, and refine prompts with feedback.
+
+        Args:
+            rows (`Dataset`):
+                Prompt-completion rows (standard, not conversational).
+            refine_template (`str`, *optional*, defaults to [`REFINE_TEMPLATE`]):
+                The refine prompt the generator will read.
+        """
+        feedback = sorted(set(self.build_critic_dataset(rows, seed=0)[COMPLETION]) | {NO_ERROR})
+        texts = [f"{p} {c}" for p, c in zip(rows[PROMPT], rows[COMPLETION])]
+        # Repeated so that the template's words and every feedback text become tokens of their own.
+        return texts + [render_refine_prompt("", "", f, refine_template) for f in feedback] * 20
+
     @abstractmethod
     def score(self, predictions: Sequence[str], rows: Dataset | Sequence[dict[str, Any]]) -> dict[str, float]:
         """The task's metrics for one prediction per row.
