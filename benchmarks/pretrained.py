@@ -21,8 +21,8 @@ with k = 4, more REFINER steps for fewer warm-start steps, LoRA; and the critic 
 Every phase saves its model and a `done.json` under `--output-dir`, and every arm's evaluation its
 `evaluation.json`; `--resume` skips the phases and evaluations already there (for the same evaluation file, rows and
 critics), so a run cut short goes on from its last finished phase. `--evaluate-only` evaluates the saved models
-again, on another `--eval-file` for instance, without training. `pretrained.json`, `pretrained.md` and `pretrained.png` are
-written at the end of every run.
+again, on another `--eval-file` for instance, without training. `pretrained.json`, `pretrained.md` and
+`pretrained.png` are written at the end of every run.
 
     python benchmarks/pretrained.py --quick                  # a tiny model built from a config; CI runs it
     python benchmarks/pretrained.py --resume                 # the full run on SmolLM2 (sized for <= 120 min)
