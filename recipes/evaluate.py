@@ -14,17 +14,16 @@ Prints the table and writes to `output_dir`: `results.md` (the table, and the pr
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 
 import torch
 
-from refiner_trl.evaluation import LLM_CRITIC, evaluate_refinement, format_table, standard_critics, write_report
+from refiner_trl.evaluation import LLM_CRITIC, EvaluationResult, evaluate_and_report
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.modeling import inference_device
 from refiner_trl.recipe_args import CriticArguments, TaskArguments
-from refiner_trl.recipes_common import parse_recipe_args
+from refiner_trl.recipe_parser import parse_recipe_args
 
 
 @dataclass
@@ -84,12 +83,17 @@ EVALUATE_ARGUMENTS = (TaskArguments, CriticArguments, EvaluateArguments)
 """The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
-def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: EvaluateArguments) -> dict:
-    """Load the generator and critics, evaluate, print the table and write the report; return the report's paths."""
+def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: EvaluateArguments) -> EvaluationResult:
+    """Load the generator and critics, evaluate, print the table and write the report; return the evaluation."""
+    # Threads and device
     if eval_args.torch_num_threads is not None:
         torch.set_num_threads(eval_args.torch_num_threads)
     device = inference_device(eval_args.device)
+
+    # Task data: the evaluation rows
     task, _, rows = task_args.load()
+
+    # Generator and critics: none, + trained critic, + LLM critic, + oracle critic
     generator = ModelGenerator(
         eval_args.generator,
         max_prompt_length=eval_args.max_prompt_length,
@@ -98,33 +102,16 @@ def main(task_args: TaskArguments, critic_args: CriticArguments, eval_args: Eval
         trust_remote_code=eval_args.trust_remote_code,
     )
     generator.model.to(device)
-    trained_path = critic_args.trained_critic_path
-    trained = None
-    if trained_path is not None:
-        trained = dataclasses.replace(critic_args, critic=trained_path).build(task, eval_args.trust_remote_code)
-        trained.model.to(device)
-    llm = critic_args.table_llm_critic
-    critics = standard_critics(task, trained, None if llm is None else critic_args.build_llm(task, llm))
+    critics = critic_args.table_critics(task, eval_args.trust_remote_code, device)
     if not eval_args.oracle:
         critics.pop("oracle")
-    result = evaluate_refinement(
-        task,
-        generator,
-        rows,
-        critics,
-        max_turns={
-            "trained": eval_args.max_turns,
-            LLM_CRITIC: eval_args.max_turns,
-            "oracle": eval_args.oracle_max_turns,
-        },
-        progress=eval_args.progress,
-    )
+
+    # Evaluate, write the report, print the table
+    max_turns = {"trained": eval_args.max_turns, LLM_CRITIC: eval_args.max_turns, "oracle": eval_args.oracle_max_turns}
     title = eval_args.title or f"REFINER on {task.name}: {eval_args.generator}"
-    paths = write_report(result, eval_args.output_dir, title=title)
-    print(f"\n{title} ({result.num_examples} examples, metrics in %)\n\n{format_table(result)}\n")
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return paths
+    return evaluate_and_report(
+        task, generator, rows, critics, eval_args.output_dir, title, max_turns, progress=eval_args.progress
+    )
 
 
 if __name__ == "__main__":

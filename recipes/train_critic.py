@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import set_seed
 
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
 from refiner_trl.critics import ModelCritic
-from refiner_trl.recipe_args import ModelArguments, TaskArguments
-from refiner_trl.recipes_common import parse_recipe_args
+from refiner_trl.recipe_args import CriticModelArguments, ModelArguments, TaskArguments
+from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.report import write_json
 from refiner_trl.supervised import SupervisedConfig, train_supervised
 
@@ -34,36 +35,27 @@ from refiner_trl.supervised import SupervisedConfig, train_supervised
 @dataclass
 class CriticScriptArguments:
     """
-    How the critic data is built and how the trained critic is evaluated.
+    How the critic data is built and how much of the held-out evaluation is shown.
 
     Parameters:
         negatives_per_example (`int`, *optional*, defaults to `2`):
             Perturbed completions per gold row in the critic data (each gold row also gives one "No error." row).
-        critic_max_new_tokens (`int`, *optional*, defaults to `32`):
-            Longest feedback the critic writes when it is evaluated.
-        critic_batch_size (`int`, *optional*, defaults to `64`):
-            Inputs per `generate` call when it is evaluated.
         num_examples_shown (`int`, *optional*, defaults to `8`):
             Held-out examples (input end, gold feedback, predicted feedback) printed and saved.
-        torch_num_threads (`int`, *optional*):
-            `torch.set_num_threads` for the run. Unset: torch's default (all cores). `1` is much faster for tiny
-            models on a CPU that other processes share.
     """
 
     negatives_per_example: int = field(default=2, metadata={"help": "Perturbed completions per gold row."})
-    critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback at evaluation."})
-    critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call at evaluation."})
     num_examples_shown: int = field(default=8, metadata={"help": "Held-out examples printed and saved."})
-    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the run."})
 
 
-CRITIC_ARGUMENTS = (TaskArguments, ModelArguments, CriticScriptArguments, SupervisedConfig)
+CRITIC_ARGUMENTS = (TaskArguments, ModelArguments, CriticModelArguments, CriticScriptArguments, SupervisedConfig)
 """The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
 def main(
     task_args: TaskArguments,
     model_args: ModelArguments,
+    critic_args: CriticModelArguments,
     script_args: CriticScriptArguments,
     training_args: SupervisedConfig,
 ) -> dict:
@@ -72,8 +64,12 @@ def main(
     Under `accelerate launch` every process trains; the main process alone evaluates and writes the report (the
     others return `{}`).
     """
-    if script_args.torch_num_threads is not None:
-        torch.set_num_threads(script_args.torch_num_threads)
+    # Threads and seed
+    if training_args.torch_num_threads is not None:
+        torch.set_num_threads(training_args.torch_num_threads)
+    set_seed(training_args.seed)
+
+    # Critic data: the task's automatic perturbations of the gold completions
     task, train_rows, eval_rows = task_args.load()
     critic_train = task.build_critic_dataset(
         train_rows, seed=task_args.synthetic_seed, negatives_per_example=script_args.negatives_per_example
@@ -83,13 +79,13 @@ def main(
     )
     print(f"critic data ({task.name}): {len(critic_train)} training rows, {len(critic_eval)} held-out rows")
 
+    # Model: loaded by name, or a tiny one whose tokenizer learns the critic data's texts
     texts = [f"{p} {c}" for p, c in zip(critic_train["prompt"], critic_train["completion"])]
     model, tokenizer = model_args.load(
-        texts,
-        trust_remote_code=training_args.trust_remote_code,
-        seed=training_args.seed,
-        model_init_kwargs=training_args.model_init_kwargs,
+        texts, training_args.trust_remote_code, training_args.seed, training_args.model_init_kwargs
     )
+
+    # Train and save
     eval_dataset = critic_eval if training_args.eval_strategy != "no" else None
     peft_config = model_args.peft_config(model)
     trainer = train_supervised(
@@ -99,12 +95,13 @@ def main(
     if not trainer.is_world_process_zero():
         return {}
 
+    # Evaluate on held-out critic data: exact match, "found no error", "named the right error"
     critic = ModelCritic(
         trainer.model,
         tokenizer,
         max_prompt_length=training_args.max_prompt_length or 512,
-        max_new_tokens=script_args.critic_max_new_tokens,
-        batch_size=script_args.critic_batch_size,
+        max_new_tokens=critic_args.critic_max_new_tokens,
+        batch_size=critic_args.critic_batch_size,
     )
     result = evaluate_critic(critic, task, critic_eval, return_predictions=True)
     predictions = result.pop("predictions")

@@ -2,25 +2,88 @@
 
 Causal models train with TRL's `SFTTrainer` (completion-only loss), encoder-decoders with `Seq2SeqTrainer`. The model
 and tokenizer are saved to `output_dir`, the `model_name_or_path` of the REFINER recipe that follows; the evaluation
-rows are then refined without a critic and with the oracle, and the table is printed.
+rows are then refined without a critic and with each critic, and the table is printed. The critic arguments only
+name the table's trained critic.
 
-    python recipes/train_generator.py --config recipes/generator_ms_tiny.yaml
+    python recipes/train_generator.py --config recipes/generator_mwp_tiny.yaml
     accelerate launch --config_file ds_configs/accelerate_zero2.yaml recipes/train_generator.py \
-        --config recipes/generator_ms.yaml
+        --config recipes/generator_mwp.yaml
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
 
-from refiner_trl.evaluation import EvaluationResult
-from refiner_trl.recipes_common import run_generator
+import torch
+from transformers import set_seed
+
+from refiner_trl.evaluation import EvaluationResult, evaluate_and_report
+from refiner_trl.generators import ModelGenerator
+from refiner_trl.modeling import trained_model
+from refiner_trl.recipe_args import CriticArguments, ModelArguments, RecipeArguments, TaskArguments
+from refiner_trl.recipe_parser import parse_recipe_args
+from refiner_trl.supervised import SupervisedConfig, train_supervised
+
+GENERATOR_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, RecipeArguments, SupervisedConfig)
+"""The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
-def main(argv: Sequence[str] | None = None) -> EvaluationResult | None:
-    """Train, save and evaluate; returns the evaluation result on the main process."""
-    return run_generator(argv)
+def main(
+    task_args: TaskArguments,
+    model_args: ModelArguments,
+    critic_args: CriticArguments,
+    recipe_args: RecipeArguments,
+    args: SupervisedConfig,
+) -> EvaluationResult | None:
+    """Train the generator supervised, save it, evaluate it; returns the evaluation on the main process."""
+    if task_args.conversational:
+        raise ValueError(
+            "conversational: the warm start trains on standard rows; use conversational rows with the REFINER "
+            "recipes (recipes/train_refiner.py, train_mwp.py, train_snlr.py, train_ms.py)"
+        )
+    # Threads and seed
+    if args.torch_num_threads is not None:
+        torch.set_num_threads(args.torch_num_threads)
+    set_seed(args.seed)
+
+    # Task data
+    task, train_rows, eval_rows = task_args.load()
+
+    # Model: loaded by name, or a tiny one whose tokenizer learns the task's texts
+    texts = task.tokenizer_texts(train_rows) if model_args.tiny_architecture else []
+    model, tokenizer = model_args.load(texts, args.trust_remote_code, args.seed, args.model_init_kwargs)
+
+    # Trainer: SFTTrainer (causal) or Seq2SeqTrainer (encoder-decoder)
+    trainer = train_supervised(
+        model,
+        tokenizer,
+        train_rows,
+        args,
+        eval_dataset=eval_rows if args.eval_strategy != "no" else None,
+        peft_config=model_args.peft_config(model),
+        train=False,
+    )
+
+    # Train (resuming when asked) and save
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    if not recipe_args.evaluate_after_training or not trainer.accelerator.is_main_process:
+        return None
+
+    # Evaluate: the generator alone, + trained critic, + LLM critic, + oracle critic
+    model, tokenizer = trained_model(trainer, args.trust_remote_code)
+    generator = ModelGenerator(
+        model,
+        tokenizer,
+        max_prompt_length=args.max_prompt_length or 512,
+        max_new_tokens=recipe_args.eval_max_new_tokens or args.max_completion_length or 64,
+        batch_size=args.per_device_eval_batch_size,
+    )
+    critics = critic_args.table_critics(task, args.trust_remote_code, args.device, trained=recipe_args.eval_critic)
+    title = f"Warm-start generator on {task.name}: {model_args.display_name}, {len(eval_rows)} evaluation rows"
+    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, recipe_args.eval_max_turns)
 
 
 if __name__ == "__main__":
-    main()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main(*parse_recipe_args(GENERATOR_ARGUMENTS))

@@ -1,27 +1,22 @@
 """REFINER training on synthetic natural-language reasoning (x: fact and rules; z: the chain of inference steps).
 
-Trains the generator with a critic's feedback (the oracle, or a critic saved by `recipes/train_critic.py`), saves it
-to `output_dir`, then refines the evaluation rows without a critic and with each critic and prints the table.
+`recipes/train_refiner.py` for the `snlr` task (a YAML that sets another `task` is refused):
+trains the generator with a critic's feedback, saves it to `output_dir`, then refines the evaluation rows without a
+critic and with each critic and prints the table.
 
     python recipes/train_snlr.py --config recipes/snlr_tiny.yaml                  # tiny, offline, CPU
     python recipes/train_snlr.py --config recipes/snlr.yaml --learning_rate 1e-4  # YAML + override
     accelerate launch --config_file ds_configs/accelerate_zero3.yaml recipes/train_snlr.py --config recipes/snlr.yaml
 """
 
-from __future__ import annotations
+import os
 
-from collections.abc import Sequence
+from train_refiner import REFINER_ARGUMENTS, main  # train_refiner.py sits next to this script, on sys.path
 
-from refiner_trl.evaluation import EvaluationResult
-from refiner_trl.recipes_common import run_refiner
+from refiner_trl.recipe_parser import parse_recipe_args
 
 TASK = "snlr"
 
-
-def main(argv: Sequence[str] | None = None) -> EvaluationResult | None:
-    """Train, save and evaluate; returns the evaluation result on the main process."""
-    return run_refiner(TASK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main(*parse_recipe_args(REFINER_ARGUMENTS, task=TASK))

@@ -419,3 +419,42 @@ def write_report(result: EvaluationResult, output_dir: str | Path, title: str | 
     data = write_json(output_dir / "results.json", {"title": title, **result.to_dict()})
     plot = plot_metric_by_turn(result, output_dir / "metric_by_turn.png", title=title)
     return {"markdown": markdown, "json": data, "plot": plot}
+
+
+def evaluate_and_report(
+    task: Task,
+    generator: Generator | Any,
+    rows: Dataset,
+    critics: Mapping[str, Critic | None],
+    output_dir: str | Path,
+    title: str,
+    max_turns: int | Mapping[str, int] = 3,
+    progress: bool = True,
+) -> EvaluationResult:
+    """The evaluation of every recipe: [`evaluate_refinement`], then [`write_report`], then the table printed.
+
+    Args:
+        task ([`Task`]):
+            The task: metrics and scoring.
+        generator ([`Generator`] or what [`as_generator`] takes):
+            The generator to evaluate.
+        rows (`Dataset`):
+            The evaluation rows.
+        critics (`Mapping[str, Critic | None]`):
+            Short name -> critic, in the table's order (e.g. `CriticArguments.table_critics`).
+        output_dir (`str` or `Path`):
+            Where `results.md`, `results.json` and `metric_by_turn.png` are written.
+        title (`str`):
+            The report's heading and the plot's title.
+        max_turns (`int` or `Mapping[str, int]`, *optional*, defaults to `3`):
+            T for every critic, or per critic name.
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar over the critics.
+
+    Returns:
+        [`EvaluationResult`]: what [`evaluate_refinement`] returned.
+    """
+    result = evaluate_refinement(task, generator, rows, critics, max_turns=max_turns, progress=progress)
+    paths = write_report(result, output_dir, title)
+    print(f"\n{paths['markdown'].read_text(encoding='utf-8')}\nReport written to {output_dir}", flush=True)
+    return result

@@ -1,7 +1,8 @@
-"""Arguments shared by the recipes in `recipes/`: which task and data, which model, which critic.
+"""Arguments shared by the recipes in `recipes/`: which task and data, which model, which critic, what evaluation.
 
-Each recipe parses these dataclasses together with its training arguments through TRL's `TrlParser`, so every
-field can be set in the YAML file given with `--config` and overridden on the command line.
+Each recipe parses these dataclasses together with its training arguments ([`~refiner_trl.recipe_parser.
+parse_recipe_args`], TRL's `TrlParser`), so every field can be set in the YAML file given with `--config` and
+overridden on the command line.
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ class ModelArguments:
             )
             self.tiny_architecture = None
 
+    @property
+    def display_name(self) -> str:
+        """The model's name in report titles: `model_name_or_path`, or "tiny <architecture> model"."""
+        return self.model_name_or_path or f"tiny {self.tiny_architecture} model"
+
     def load(
         self,
         texts: list[str],
@@ -203,9 +209,27 @@ OPENAI_CRITIC_PREFIX = "openai:"
 
 
 @dataclass
-class CriticArguments:
+class CriticModelArguments:
     """
-    Which critic gives feedback: the task's oracle, a trained critic model, or an LLM behind an OpenAI-compatible API.
+    How a critic model writes its feedback: for the critic a recipe trains (`recipes/train_critic.py`, evaluated on
+    held-out critic data) and the critic it uses ([`CriticArguments`]).
+
+    Parameters:
+        critic_max_new_tokens (`int`, *optional*, defaults to `32`):
+            Longest feedback a trained critic or an LLM critic writes.
+        critic_batch_size (`int`, *optional*, defaults to `64`):
+            Inputs per `generate` call of a trained critic.
+    """
+
+    critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback of a model or LLM critic."})
+    critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call of a trained critic."})
+
+
+@dataclass
+class CriticArguments(CriticModelArguments):
+    """
+    Which critic gives feedback: the task's oracle, a trained critic model, or an LLM behind an OpenAI-compatible API;
+    with the settings of [`CriticModelArguments`].
 
     Parameters:
         critic (`str`, *optional*, defaults to `"oracle"`):
@@ -214,10 +238,6 @@ class CriticArguments:
         llm_critic (`str`, *optional*):
             `"openai:<model>"` for the evaluation table's "+ LLM critic" row, next to a trained critic. Defaults to
             `critic` when that is an `openai:` critic.
-        critic_max_new_tokens (`int`, *optional*, defaults to `32`):
-            Longest feedback a trained critic or an LLM critic writes.
-        critic_batch_size (`int`, *optional*, defaults to `64`):
-            Inputs per `generate` call of a trained critic.
         critic_base_url (`str`, *optional*):
             The API root of an LLM critic, e.g. `http://127.0.0.1:8000/v1`. Unset: the environment variable
             `OPENAI_BASE_URL`, else OpenAI's API.
@@ -243,8 +263,6 @@ class CriticArguments:
     llm_critic: str | None = field(
         default=None, metadata={"help": "'openai:<model>' for the evaluation's '+ LLM critic' row."}
     )
-    critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback of a model or LLM critic."})
-    critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call of a trained critic."})
     critic_base_url: str | None = field(default=None, metadata={"help": "API root of an LLM critic."})
     critic_api_key_env: str = field(
         default="OPENAI_API_KEY", metadata={"help": "Environment variable with the LLM critic's key (not the key)."}
@@ -277,25 +295,67 @@ class CriticArguments:
         """`critic` when it is a trained critic's folder (neither `oracle` nor an LLM), else `None`."""
         return None if self.critic == "oracle" or self.critic.startswith(OPENAI_CRITIC_PREFIX) else self.critic
 
-    def build(self, task: Task, trust_remote_code: bool = False) -> Critic:
-        """The oracle critic, an [`LLMCritic`] for `openai:<model>`, or a [`ModelCritic`] loaded from `critic`."""
+    def build(
+        self, task: Task, trust_remote_code: bool = False, device: Any = None, critic: str | None = None
+    ) -> Critic:
+        """The oracle critic, an [`LLMCritic`] for `openai:<model>`, or a [`ModelCritic`] loaded from `critic`.
+
+        Args:
+            task ([`Task`]):
+                The task (its oracle critic, its error types for an LLM critic).
+            trust_remote_code (`bool`, *optional*, defaults to `False`):
+                Run a critic model's repository code when loading it.
+            device (`str` or `torch.device`, *optional*):
+                Where a critic model runs (e.g. the training device); unset: where it loads.
+            critic (`str`, *optional*):
+                Another critic than `self.critic`, with these settings (the evaluation's trained critic).
+        """
         from .critics import ModelCritic
 
-        if self.critic == "oracle":
+        critic = self.critic if critic is None else critic
+        if critic == "oracle":
             return task.oracle_critic()
-        if self.critic.startswith(OPENAI_CRITIC_PREFIX):
-            return self.build_llm(task, self.critic)
-        if not Path(self.critic).exists():
+        if critic.startswith(OPENAI_CRITIC_PREFIX):
+            return self.build_llm(task, critic)
+        if not Path(critic).exists():
             raise FileNotFoundError(
-                f"critic: {self.critic!r} is neither 'oracle', nor {OPENAI_CRITIC_PREFIX}<model>, nor an existing "
-                "folder"
+                f"critic: {critic!r} is neither 'oracle', nor {OPENAI_CRITIC_PREFIX}<model>, nor an existing folder"
             )
-        return ModelCritic(
-            self.critic,
+        model_critic = ModelCritic(
+            critic,
             max_new_tokens=self.critic_max_new_tokens,
             batch_size=self.critic_batch_size,
             trust_remote_code=trust_remote_code,
             use_chat_template=self.critic_use_chat_template,
+        )
+        if device is not None:
+            model_critic.model.to(device)
+        return model_critic
+
+    def table_critics(
+        self, task: Task, trust_remote_code: bool = False, device: Any = None, trained: str | None = None
+    ) -> dict[str, Critic | None]:
+        """The critics of the evaluation table ([`~refiner_trl.evaluation.standard_critics`]): none, the trained
+        critic (`trained`, else `critic` when it is a folder), the LLM critic ([`table_llm_critic`]), the oracle.
+
+        Args:
+            task ([`Task`]):
+                The task.
+            trust_remote_code (`bool`, *optional*, defaults to `False`):
+                Run the trained critic's repository code when loading it.
+            device (`str` or `torch.device`, *optional*):
+                Where the trained critic runs.
+            trained (`str`, *optional*):
+                The trained critic's folder, in place of `critic`'s.
+        """
+        from .evaluation import standard_critics
+
+        path = trained or self.trained_critic_path
+        llm = self.table_llm_critic
+        return standard_critics(
+            task,
+            None if path is None else self.build(task, trust_remote_code, device, critic=path),
+            None if llm is None else self.build_llm(task, llm),
         )
 
     def build_llm(self, task: Task, spec: str) -> LLMCritic:
@@ -324,3 +384,39 @@ class CriticArguments:
 
 def _openai_model(spec: str) -> str:
     return spec[len(OPENAI_CRITIC_PREFIX) :].strip()
+
+
+@dataclass
+class RecipeArguments:
+    """
+    The evaluation a training recipe runs after it saved the model: the paper-style table of the task's metrics
+    without a critic and with each critic.
+
+    Parameters:
+        evaluate_after_training (`bool`, *optional*, defaults to `True`):
+            After saving the model, refine the evaluation rows with each critic, write `results.md`,
+            `results.json` and `metric_by_turn.png` into `output_dir` and print the table.
+        eval_critic (`str`, *optional*):
+            A critic saved by `recipes/train_critic.py`, for the table's "+ trained critic" row. Defaults to the
+            recipe's `critic` when that is a path.
+        eval_max_turns (`int`, *optional*, defaults to `3`):
+            The most refine turns T per example at evaluation (the paper's T=3).
+        eval_max_new_tokens (`int`, *optional*):
+            Longest generated text in tokens at evaluation. Defaults to the training arguments' `max_new_tokens`
+            when they have it (REFINER), else their `max_completion_length`.
+    """
+
+    evaluate_after_training: bool = field(
+        default=True, metadata={"help": "Evaluate with and without critics after training and print the table."}
+    )
+    eval_critic: str | None = field(
+        default=None, metadata={"help": "Trained critic for the '+ trained critic' row (default: `critic` if a path)."}
+    )
+    eval_max_turns: int = field(default=3, metadata={"help": "Most refine turns per example at evaluation."})
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Longest generated text at evaluation (default: max_new_tokens)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.eval_max_turns < 0:
+            raise ValueError(f"eval_max_turns must be at least 0, got {self.eval_max_turns}")

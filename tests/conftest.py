@@ -34,6 +34,29 @@ ARCHITECTURES = ("seq2seq", "causal")
 CODE_WORDS = list(string.ascii_lowercase[:20])
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def load_recipe(name: str):
+    """Import `recipes/<name>.py` as a module (the recipes are scripts in a folder, not a package)."""
+    import importlib.util
+
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(RECIPES / f"{name}.py"):
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_refiner_args(task: str | None, argv: list[str]) -> tuple:
+    """Parse `argv` as `recipes/train_<task>.py` does: `recipes/train_refiner.py`'s arguments for `task`."""
+    from refiner_trl.recipe_parser import parse_recipe_args
+
+    return parse_recipe_args(load_recipe("train_refiner").REFINER_ARGUMENTS, argv, task=task)
+
+
 def quiet_refiner_config(output_dir: str | Path, **values) -> RefinerConfig:
     """A CPU `RefinerConfig` that logs every step to the log history only and saves nothing, with `values` on top."""
     defaults = {

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_recipe
 
 from refiner_trl.critic_eval import score_critic_predictions
 from refiner_trl.critics import NO_ERROR, ModelCritic, is_no_error
 from refiner_trl.generators import CallableGenerator
-from refiner_trl.recipes_common import parse_recipe_args
+from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.refinement import refine
 from refiner_trl.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_score_critic_predictions_splits_no_error_and_error_rows():
@@ -104,7 +95,8 @@ def test_a_refiner_recipe_trains_and_evaluates_with_a_trained_critic(tmp_path, m
     argv = ["--config", str(ROOT / "recipes" / "mwp_tiny.yaml"), "--output_dir", str(refiner_dir)]
     argv += ["--critic", str(critic_dir), "--max_steps", "2", "--synthetic_train_size", "32"]
     argv += ["--max_eval_samples", "4", "--eval_max_turns", "1", "--max_new_tokens", "12"]
-    result = load_recipe("train_mwp").main(argv)
+    recipe = load_recipe("train_refiner")
+    result = recipe.main(*parse_recipe_args(recipe.REFINER_ARGUMENTS, argv, task="mwp"))
 
     # Training: 2 steps of one explored turn (T = 2), each on a batch of 16 of the 32 training rows.
     training, evaluation = calls[:2], calls[2:]

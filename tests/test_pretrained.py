@@ -288,7 +288,7 @@ def test_the_smollm2_recipe_runs_two_steps_from_its_yaml_and_evaluates(smollm2_p
 
 
 def test_model_init_kwargs_and_lora_reach_the_model_from_the_smollm2_yaml(tmp_path, tiny):
-    from refiner_trl.recipes_common import load_model, parse_refiner_args
+    from conftest import parse_refiner_args
 
     model, tokenizer, _ = tiny
     model.save_pretrained(tmp_path / "model")
@@ -297,7 +297,7 @@ def test_model_init_kwargs_and_lora_reach_the_model_from_the_smollm2_yaml(tmp_pa
     argv += ["--model_init_kwargs", '{"dtype": "bfloat16"}', "--use_peft", "true", "--lora_r", "4"]
     task_args, model_args, _, _, args = parse_refiner_args("mwp", argv)
     assert args.learning_rate == 1e-4 and args.model_init_kwargs == {"dtype": "bfloat16"}
-    loaded, _ = load_model(model_args, task_args.get_task(), None, args)
+    loaded, _ = model_args.load([], args.trust_remote_code, args.seed, args.model_init_kwargs)
     assert loaded.dtype == torch.bfloat16
     lora = model_args.peft_config(loaded)
     expected_type = "SEQ_2_SEQ_LM" if loaded.config.is_encoder_decoder else "CAUSAL_LM"

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import load_recipe, parse_refiner_args
 from trl import TrlParser
 
-from refiner_trl.recipes_common import parse_recipe_args, parse_refiner_args, read_config
+from refiner_trl.recipe_parser import parse_recipe_args, read_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -51,6 +52,7 @@ def parse_with_recipe(script: Path, argv: list[str], monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(TrlParser, "parse_args_and_config", parse_then_stop)
     monkeypatch.setattr(sys, "argv", [str(script), *argv])
+    monkeypatch.syspath_prepend(str(RECIPES))  # as when the script runs: train_ms.py imports train_refiner
     with pytest.raises(Parsed) as stopped:
         runpy.run_path(str(script), run_name="__main__")
     return stopped.value.args[0]
@@ -108,6 +110,7 @@ def test_misspelt_yaml_key_fails_naming_it_the_file_and_the_fix(tmp_path, monkey
         parse_refiner_args("moral_stories", ["--config", str(bad)])
     # The recipe itself stops there, before loading anything.
     monkeypatch.setattr(sys, "argv", [str(RECIPES / "train_ms.py"), "--config", str(bad)])
+    monkeypatch.syspath_prepend(str(RECIPES))
     with pytest.raises(ValueError, match=message):
         runpy.run_path(str(RECIPES / "train_ms.py"), run_name="__main__")
 
@@ -172,10 +175,9 @@ def test_the_synthetic_seed_is_not_the_samplers_data_seed(monkeypatch):
 
 
 def test_parse_recipe_args_without_config_uses_the_command_line_only():
-    from refiner_trl.recipes_common import GENERATOR_ARGUMENTS
-
     task, model, _, _, args = parse_recipe_args(
-        GENERATOR_ARGUMENTS, ["--task", "snlr", "--tiny_architecture", "causal", "--output_dir", "x"]
+        load_recipe("train_generator").GENERATOR_ARGUMENTS,
+        ["--task", "snlr", "--tiny_architecture", "causal", "--output_dir", "x"],
     )
     assert (task.task, model.tiny_architecture, args.output_dir) == ("snlr", "causal", "x")
 
@@ -219,7 +221,6 @@ def test_tiny_generator_recipe_saves_a_model_that_loads(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from refiner_trl.generators import ModelGenerator
-    from refiner_trl.recipes_common import GENERATOR_ARGUMENTS, load_model
 
     output_dir = tmp_path / "generator"
     result = run_recipe("train_generator.py", "generator_mwp_tiny.yaml", output_dir)
@@ -239,9 +240,10 @@ def test_tiny_generator_recipe_saves_a_model_that_loads(tmp_path):
     # ... and it was saved after training: its weights are not the ones the recipe started from (rebuilt here the way
     # the recipe builds them, from the same arguments and seed).
     argv = ["--config", str(RECIPES / "generator_mwp_tiny.yaml"), *FEW_STEPS, "--output_dir", str(output_dir)]
-    task_args, model_args, _, _, args = parse_recipe_args(GENERATOR_ARGUMENTS, argv)
+    task_args, model_args, _, _, args = parse_recipe_args(load_recipe("train_generator").GENERATOR_ARGUMENTS, argv)
     task, train_rows, _ = task_args.load()
-    initial = load_model(model_args, task, train_rows, args)[0].state_dict()
+    texts = task.tokenizer_texts(train_rows)
+    initial = model_args.load(texts, args.trust_remote_code, args.seed, args.model_init_kwargs)[0].state_dict()
     saved = generator.model.state_dict()
     assert set(saved) == set(initial)
     assert not all(torch.equal(saved[name], initial[name]) for name in initial)

@@ -146,14 +146,12 @@ def test_bad_configs_name_the_field(tmp_path, values, error, message):
 
 @pytest.fixture
 def parse(tmp_path):
-    from refiner_trl import recipes_common
+    from conftest import parse_refiner_args
 
     def parse_yaml(text: str, *cli: str):
         path = tmp_path / "recipe.yaml"
         path.write_text(text)
-        return recipes_common.parse_recipe_args(
-            recipes_common.REFINER_ARGUMENTS, ["--config", str(path), "--output_dir", str(tmp_path), *cli]
-        )
+        return parse_refiner_args(None, ["--config", str(path), "--output_dir", str(tmp_path), *cli])
 
     return parse_yaml
 

@@ -245,11 +245,11 @@ def test_remote_code_is_off_unless_set_and_passed_through(saved_model, remote_co
 def test_a_yaml_recipe_cannot_construct_python_objects(tmp_path):
     import yaml
 
-    from refiner_trl import recipes_common
+    from refiner_trl import recipe_parser
 
     marker = tmp_path / "pwned"
     path = tmp_path / "recipe.yaml"
     path.write_text(f'tiny_architecture: causal\nnum_hypotheses: !!python/object/apply:os.system ["touch {marker}"]\n')
     with pytest.raises(yaml.constructor.ConstructorError, match="python/object/apply:os.system"):
-        recipes_common.read_config(str(path))
+        recipe_parser.read_config(str(path))
     assert not marker.exists()

@@ -1,0 +1,96 @@
+"""REFINER training: the generator learns to refine its reasoning from a critic's feedback, then is evaluated.
+
+For each batch and each of T turns, the generator is trained with cross-entropy on the gold reasoning, samples k
+hypotheses, one is picked and critiqued, and x + hypothesis + feedback is the next turn's prompt ([`RefinerTrainer`]).
+The critic is the task's oracle, a critic saved by `recipes/train_critic.py`, or an LLM behind an OpenAI-compatible
+API. After training, the model is saved to `output_dir` and the evaluation rows are refined without a critic and
+with each critic; the table is printed and written to `output_dir` (`results.md`, `results.json`,
+`metric_by_turn.png`).
+
+The YAML's `task` picks the task; `train_mwp.py`, `train_snlr.py` and `train_ms.py` are this recipe for one task.
+
+    python recipes/train_refiner.py --config recipes/ms_tiny.yaml                 # tiny, offline, CPU
+    python recipes/train_refiner.py --config recipes/mwp.yaml --learning_rate 1e-4  # YAML + override
+    accelerate launch --config_file ds_configs/accelerate_zero3.yaml recipes/train_refiner.py --config recipes/mwp.yaml
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import set_seed
+
+from refiner_trl import RefinerConfig, RefinerTrainer
+from refiner_trl.evaluation import EvaluationResult, evaluate_and_report
+from refiner_trl.generators import ModelGenerator
+from refiner_trl.modeling import trained_model
+from refiner_trl.recipe_args import CriticArguments, ModelArguments, RecipeArguments, TaskArguments
+from refiner_trl.recipe_parser import parse_recipe_args
+
+REFINER_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, RecipeArguments, RefinerConfig)
+"""The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
+
+
+def main(
+    task_args: TaskArguments,
+    model_args: ModelArguments,
+    critic_args: CriticArguments,
+    recipe_args: RecipeArguments,
+    args: RefinerConfig,
+) -> EvaluationResult | None:
+    """Train the generator with the critic, save it, evaluate it; returns the evaluation on the main process.
+
+    Runs as it is under `accelerate launch` (DDP, DeepSpeed ZeRO): every process trains, the main process alone
+    evaluates, writes the report and prints.
+    """
+    # Threads and seed
+    if args.torch_num_threads is not None:
+        torch.set_num_threads(args.torch_num_threads)
+    set_seed(args.seed)
+
+    # Task data: the task's files or Hub dataset, else its synthetic rows
+    task, train_rows, eval_rows = task_args.load()
+
+    # Model: loaded by name, or a tiny one whose tokenizer learns the task's texts
+    texts = task.tokenizer_texts(train_rows, args.refine_template) if model_args.tiny_architecture else []
+    model, tokenizer = model_args.load(texts, args.trust_remote_code, args.seed, args.model_init_kwargs)
+
+    # Critic: the oracle, a trained critic on the training device, or an LLM behind an API
+    critic = critic_args.build(task, args.trust_remote_code, device=args.device)
+
+    # Trainer
+    trainer = RefinerTrainer(
+        model,
+        args,
+        critic=critic,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows if args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=model_args.peft_config(model),
+    )
+
+    # Train (resuming when asked) and save
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    if not recipe_args.evaluate_after_training or not trainer.accelerator.is_main_process:
+        return None
+
+    # Evaluate: the generator alone, + trained critic, + LLM critic, + oracle critic
+    model, tokenizer = trained_model(trainer, args.trust_remote_code)
+    generator = ModelGenerator(
+        model,
+        tokenizer,
+        max_prompt_length=args.max_prompt_length or 512,
+        max_new_tokens=recipe_args.eval_max_new_tokens or args.max_new_tokens,
+        batch_size=args.per_device_eval_batch_size,
+        chat_template_kwargs=args.chat_template_kwargs,
+    )
+    critics = critic_args.table_critics(task, args.trust_remote_code, args.device, trained=recipe_args.eval_critic)
+    title = f"REFINER on {task.name}: {model_args.display_name}, {len(eval_rows)} evaluation rows"
+    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, recipe_args.eval_max_turns)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main(*parse_recipe_args(REFINER_ARGUMENTS))
