@@ -28,6 +28,7 @@ _EXPORTS = {
     "CallableGenerator": "generators",
     "OpenAIChatGenerator": "generators",
     "as_generator": "generators",
+    "as_critic": "critics",
     "get_task": "tasks",
 }
 
@@ -47,6 +48,7 @@ __all__ = [
     "RefinerConfig",
     "RefinerTrainer",
     "__version__",
+    "as_critic",
     "as_generator",
     "get_task",
     "refine",
@@ -55,7 +57,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .config import RefinerConfig
-    from .critics import NO_ERROR, CallableCritic, Critic, ModelCritic
+    from .critics import NO_ERROR, CallableCritic, Critic, ModelCritic, as_critic
     from .generators import (
         CallableGenerator,
         Generator,

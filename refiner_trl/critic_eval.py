@@ -10,13 +10,8 @@ from datasets import Dataset
 
 from .critics import ModelCritic
 from .data import COMPLETION, PROMPT
-from .tasks.base import NO_ERROR_TYPE, Task
-
-"""The `feedback_type` of rows whose gold feedback is [`NO_ERROR`] (as `Task.feedback_type` names it)."""
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.split())
+from .report import markdown_table, percent
+from .tasks.base import NO_ERROR_TYPE, Task, mean, squash
 
 
 def predict_feedback(critic: ModelCritic, critic_prompts: Sequence[str]) -> list[str]:
@@ -65,19 +60,16 @@ def score_critic_predictions(
     gold_types = [row.get("feedback_type") or task.feedback_type(gold) for row, gold in zip(rows, golds)]
     predicted_types = [task.feedback_type(p) for p in predictions]
 
-    def share(hits: list[bool]) -> float:
-        return sum(hits) / len(hits) if hits else float("nan")
-
     counts = Counter(gold_types)
     error_rows = [i for i, kind in enumerate(gold_types) if kind != NO_ERROR_TYPE]
     clean_rows = [i for i, kind in enumerate(gold_types) if kind == NO_ERROR_TYPE]
     return {
-        "exact_match": share([_squash(p) == _squash(g) for p, g in zip(predictions, golds)]),
-        "no_error_accuracy": share([predicted_types[i] == NO_ERROR_TYPE for i in clean_rows]),
-        "error_type_accuracy": share([predicted_types[i] == gold_types[i] for i in error_rows]),
-        "false_alarm_rate": share([predicted_types[i] != NO_ERROR_TYPE for i in clean_rows]),
+        "exact_match": mean([squash(p) == squash(g) for p, g in zip(predictions, golds)]),
+        "no_error_accuracy": mean([predicted_types[i] == NO_ERROR_TYPE for i in clean_rows]),
+        "error_type_accuracy": mean([predicted_types[i] == gold_types[i] for i in error_rows]),
+        "false_alarm_rate": mean([predicted_types[i] != NO_ERROR_TYPE for i in clean_rows]),
         "type_accuracy": {
-            kind: share([predicted_types[i] == kind for i, g in enumerate(gold_types) if g == kind])
+            kind: mean([predicted_types[i] == kind for i, g in enumerate(gold_types) if g == kind])
             for kind in sorted(counts)
         },
         "counts": dict(sorted(counts.items())),
@@ -126,18 +118,11 @@ def format_critic_report(result: dict[str, Any]) -> str:
         result (`dict[str, Any]`):
             What [`evaluate_critic`] or [`score_critic_predictions`] returned.
     """
-
-    def percent(value: float) -> str:
-        return "–" if value != value else f"{100 * value:.1f}"
-
-    lines = ["| measure | % | rows |", "|:---|---:|---:|"]
-    errors = result["num_rows"] - result["counts"].get(NO_ERROR_TYPE, 0)
-    lines.append(f"| exact match | {percent(result['exact_match'])} | {result['num_rows']} |")
-    lines.append(
-        f"| found no error (gold: no error) | {percent(result['no_error_accuracy'])} | "
-        f"{result['counts'].get(NO_ERROR_TYPE, 0)} |"
-    )
-    lines.append(f"| named the right error (gold: an error) | {percent(result['error_type_accuracy'])} | {errors} |")
-    for kind, accuracy in result["type_accuracy"].items():
-        lines.append(f"| type {kind} | {percent(accuracy)} | {result['counts'][kind]} |")
-    return "\n".join(lines)
+    clean, counts = result["counts"].get(NO_ERROR_TYPE, 0), result["counts"]
+    rows = [
+        ["exact match", percent(result["exact_match"]), result["num_rows"]],
+        ["found no error (gold: no error)", percent(result["no_error_accuracy"]), clean],
+        ["named the right error (gold: an error)", percent(result["error_type_accuracy"]), result["num_rows"] - clean],
+    ]
+    rows += [[f"type {kind}", percent(accuracy), counts[kind]] for kind, accuracy in result["type_accuracy"].items()]
+    return markdown_table(["measure", "%", "rows"], rows)

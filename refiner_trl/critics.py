@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .generators import ModelGenerator, checked_texts
+from .generators import ModelGenerator, _is_torch_module, checked_texts
 from .templates import CRITIC_INPUT_TEMPLATE, render_critic_input
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class CallableCritic:
     >>> critic = CallableCritic(lambda p, h, r: [NO_ERROR if a == b else f"The answer is {b}." for a, b in zip(h, r)])
     >>> critic.critique(["1+1="], ["2"], ["2"])
     ['No error.']
+
     ```
     """
 
@@ -100,6 +101,37 @@ class CallableCritic:
         self, prompts: Sequence[str], hypotheses: Sequence[str], references: Sequence[str] | None = None
     ) -> list[str]:
         return list(self.fn(list(prompts), list(hypotheses), None if references is None else list(references)))
+
+
+def as_critic(obj: Critic | Callable[[list[str], list[str], list[str] | None], list[str]]) -> Critic:
+    """Turn a function from prompts, hypotheses and references to feedback, or a [`Critic`], into a [`Critic`].
+
+    A bare model is refused: it needs its tokenizer and a critic template, which [`ModelCritic`] adds.
+
+    Args:
+        obj (`Critic` or `Callable`):
+            A [`Critic`] (returned as is), or a callable `fn(prompts, hypotheses, references) -> list[str]` (wrapped in
+            [`CallableCritic`]).
+
+    Returns:
+        [`Critic`]: `obj` as a critic.
+
+    Example:
+
+    ```python
+    >>> from refiner_trl.critics import NO_ERROR, as_critic
+    >>> as_critic(lambda p, h, r: [NO_ERROR for _ in h]).critique(["1+1="], ["2"], ["2"])
+    ['No error.']
+
+    ```
+    """
+    if _is_torch_module(obj):
+        raise TypeError(f"Got a bare {type(obj).__name__} as critic: wrap it in ModelCritic(model, tokenizer).")
+    if isinstance(obj, Critic):
+        return obj
+    if callable(obj):
+        return CallableCritic(obj)
+    raise TypeError(f"Cannot use {type(obj).__name__} as a critic: pass a Critic or fn(prompts, hypotheses, refs).")
 
 
 class ModelCritic:

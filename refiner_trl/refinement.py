@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from .critics import CallableCritic, Critic, checked_critique, is_no_error
-from .generators import Generator, _is_torch_module, as_generator, checked_generate
+from .critics import Critic, as_critic, checked_critique, is_no_error
+from .generators import Generator, as_generator, checked_generate
 from .templates import REFINE_FEEDBACK_TEMPLATE, REFINE_TEMPLATE, check_template
 
 if TYPE_CHECKING:
@@ -51,16 +51,6 @@ class RefinementTrace:
         return len(self.hypotheses) - 1
 
 
-def _as_critic(critic: Critic | Callable[..., list[str]]) -> Critic:
-    if _is_torch_module(critic):
-        raise TypeError(f"Got a bare {type(critic).__name__} as critic: wrap it in ModelCritic(model, tokenizer).")
-    if isinstance(critic, Critic):
-        return critic
-    if callable(critic):
-        return CallableCritic(critic)
-    raise TypeError(f"Cannot use {type(critic).__name__} as a critic: pass a Critic or fn(prompts, hypotheses, refs).")
-
-
 def refine(
     generator: Generator | Callable[[list[str]], list[str]] | tuple[Any, Any],
     critic: Critic | Callable[..., list[str]],
@@ -93,7 +83,7 @@ def refine(
             texts`; see [`as_generator`]. The same generator writes z_0 and the refinements.
         critic ([`Critic`] or `Callable`):
             A [`Critic`], or a function `fn(prompts, hypotheses, references) -> feedback` (wrapped in
-            [`CallableCritic`]).
+            [`CallableCritic`]); see [`as_critic`].
         prompts (`Sequence[str]` or `Sequence[list[dict]]`):
             The inputs x: all strings, or all conversations of `{"role", "content"}` messages ending with the user's.
         references (`Sequence[str]`, *optional*):
@@ -132,7 +122,7 @@ def refine(
     from .chat import check_prompts, plain_text, refine_prompt  # on first use: it imports TRL and torch
 
     generator = as_generator(generator)
-    critic = _as_critic(critic)
+    critic = as_critic(critic)
     prompts = list(prompts)
     check_prompts(prompts, "refine: prompts")
     critic_prompts = [plain_text(prompt) for prompt in prompts]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 import time
 import warnings
@@ -31,8 +30,9 @@ from .chat import (
     render_prompt_completion,
     require_chat_template,
 )
+from .checkpoints import is_complete_checkpoint, last_complete_checkpoint, load_critic_state, save_critic_state
 from .config import RefinerConfig
-from .critics import Critic, CriticError, checked_critique, is_no_error
+from .critics import Critic, checked_critique, is_no_error
 from .data import (
     COMPLETION,
     LABEL_PAD,
@@ -50,7 +50,6 @@ from .modeling import (
     load_model_and_tokenizer,
     prepare_tokenizer,
 )
-from .report import write_text
 
 
 class RefinerTrainer(_BaseTrainer):
@@ -252,7 +251,7 @@ class RefinerTrainer(_BaseTrainer):
         num_explored = args.num_explored_turns
         metrics["time/generate"].append(0.0)
         metrics["time/critique"].append(0.0)
-        pick_rng = self._pick_generator(mode)  # also tracks the (step, micro-batch) position that errors name
+        pick_rng = self._next_pick_rng(mode)  # its (step, micro-batch) position is the one errors name
         if num_explored == 0:
             return turn_prompts
         critic_prompts, critic_references = [plain_text(x) for x in prompts], [plain_text(r) for r in references]
@@ -451,11 +450,12 @@ class RefinerTrainer(_BaseTrainer):
 
     # ------------------------------------------------------------------------------------- hypothesis picks
 
-    def _pick_generator(self, mode: str) -> torch.Generator:
-        """A generator seeded from the seed, the global step, the micro-batch and the process index.
+    def _next_pick_rng(self, mode: str) -> torch.Generator:
+        """Advance `mode`'s (step, micro-batch) pick position and return an RNG seeded from it.
 
-        Nothing needs saving for resuming: a resumed run reaches the same (step, micro-batch) positions and so
-        draws the same picks, and each process draws its own.
+        The RNG is seeded from the seed, the global step, the micro-batch, the process index and the mode. Nothing
+        needs saving for resuming: a resumed run reaches the same (step, micro-batch) positions and so draws the same
+        picks, and each process draws its own.
         """
         step = self.state.global_step
         last_step, micro = self._pick_position[mode]
@@ -566,7 +566,7 @@ class RefinerTrainer(_BaseTrainer):
                     "is written last): it was probably cut short while being written. Resume from an earlier one, "
                     "or pass resume_from_checkpoint=True for the newest complete one."
                 )
-            self._load_critic_state(resume_from_checkpoint)
+            load_critic_state(self.critic, resume_from_checkpoint, self.args.world_size, self.args.process_index)
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
@@ -574,79 +574,14 @@ class RefinerTrainer(_BaseTrainer):
         self.create_model_card(model_name=model_name.split("/")[-1])
         # Before the Trainer's files, so that the checkpoint's trainer_state.json, written last, vouches for it too.
         checkpoint = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        self._save_critic_state(checkpoint)
+        save_critic_state(
+            self.critic, checkpoint, self.state.global_step, self.args.world_size, self.args.process_index
+        )
         super()._save_checkpoint(model, trial)
-
-    def _critic_state_file(self, checkpoint: str | Path) -> Path:
-        name = "critic_state.json" if self.args.world_size <= 1 else f"critic_state_{self.args.process_index}.json"
-        return Path(checkpoint) / name
-
-    def _save_critic_state(self, checkpoint: Path) -> None:
-        """Write the critic's `state_dict()` as JSON into `checkpoint`, atomically; stateless critics write nothing."""
-        if not callable(getattr(self.critic, "state_dict", None)):
-            return
-        where = f"{type(self.critic).__name__}.state_dict() at global step {self.state.global_step}"
-        try:
-            text = json.dumps(self.critic.state_dict(), allow_nan=False)
-        except Exception as error:
-            raise CriticError(f"{where} must return JSON data for the checkpoint: {error!r}") from error
-        write_text(self._critic_state_file(checkpoint), text)
-
-    def _load_critic_state(self, checkpoint: str) -> None:
-        """Give the critic back the state saved in `checkpoint`, warning when the critic and checkpoint disagree."""
-        path = self._critic_state_file(checkpoint)
-        stateful = callable(getattr(self.critic, "load_state_dict", None))
-        if not path.is_file():
-            if stateful:
-                warnings.warn(
-                    f"{checkpoint} holds no {path.name}: the critic resumes with its current state.", stacklevel=3
-                )
-            return
-        if not stateful:
-            warnings.warn(
-                f"{checkpoint} holds a {path.name}, but the critic has no load_state_dict; it is ignored.",
-                stacklevel=3,
-            )
-            return
-        try:
-            self.critic.load_state_dict(json.loads(path.read_text(encoding="utf-8")))
-        except Exception as error:
-            raise CriticError(f"{type(self.critic).__name__}.load_state_dict failed on {path}: {error!r}") from error
 
 
 _COUNTS = frozenset({"skipped_batches"})
 """Metrics that are counts, summed (not averaged) over a logging window and the processes."""
-
-
-def is_complete_checkpoint(path: str | Path) -> bool:
-    """Whether `path` is a checkpoint folder whose `trainer_state.json`, written last by the Trainer, is readable."""
-    try:
-        json.loads((Path(path) / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest complete `checkpoint-<step>` folder in `output_dir`, warning about newer incomplete ones."""
-    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
-    folders = sorted(
-        (int(path.name[len(prefix) :]), path)
-        for path in Path(output_dir).glob(f"{prefix}*")
-        if path.is_dir() and path.name[len(prefix) :].isdigit()
-    )
-    skipped = []
-    for _, path in reversed(folders):
-        if is_complete_checkpoint(path):
-            if skipped:
-                warnings.warn(
-                    f"Skipping incomplete checkpoint(s) {', '.join(skipped)} (no readable {TRAINER_STATE_NAME}: "
-                    f"cut short while being written); resuming from {path.name}.",
-                    stacklevel=3,
-                )
-            return str(path)
-        skipped.append(path.name)
-    return None
 
 
 def _shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:

@@ -99,8 +99,8 @@ class SpyTrainer(RefinerTrainer):
         self.turn_prompts.append(turn_prompts)
         return turn_prompts
 
-    def _pick_generator(self, mode):
-        rng = super()._pick_generator(mode)
+    def _next_pick_rng(self, mode):
+        rng = super()._next_pick_rng(mode)
         self.seeds.append((mode, self._pick_position[mode], rng.initial_seed()))
         return rng
 

@@ -21,11 +21,11 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from refiner_trl import RefinerConfig, RefinerTrainer
+from refiner_trl.checkpoints import is_complete_checkpoint, last_complete_checkpoint, load_critic_state
 from refiner_trl.critics import CriticError, StatefulCritic
 from refiner_trl.generators import OpenAIChatGenerator
 from refiner_trl.llm_critic import LLMCritic
 from refiner_trl.modeling import build_tiny_model
-from refiner_trl.trainer import is_complete_checkpoint, last_complete_checkpoint
 
 SECRET = "sk-reliability-do-not-leak-5678"
 
@@ -240,28 +240,18 @@ def test_critic_state_that_is_not_json_fails_before_the_checkpoint_is_written(tm
     assert not (tmp_path / "checkpoint-1").exists()
 
 
-def test_critic_state_mismatches_warn_and_bad_state_is_named(tmp_path, rows, tokenizer):
+def test_critic_state_mismatches_warn_and_bad_state_is_named(tmp_path):
     """Unit-level: what `train(resume_from_checkpoint=...)` does with the critic's state file before training."""
     checkpoint = tmp_path / "checkpoint-3"
     checkpoint.mkdir()
-
-    def trainer_with(critic):
-        return RefinerTrainer(
-            tiny_model(tokenizer),
-            make_args(tmp_path),
-            critic=critic,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-        )
-
-    stateful = trainer_with(NoisyCritic(seed=0))
+    stateful = NoisyCritic(seed=0)
     with pytest.warns(UserWarning, match="holds no critic_state.json: the critic resumes with its current state"):
-        stateful._load_critic_state(str(checkpoint))
+        load_critic_state(stateful, str(checkpoint), world_size=1, process_index=0)
     (checkpoint / "critic_state.json").write_text('{"rng": "not a state"}')
     with pytest.raises(CriticError, match="NoisyCritic.load_state_dict failed on .*critic_state.json"):
-        stateful._load_critic_state(str(checkpoint))
+        load_critic_state(stateful, str(checkpoint), world_size=1, process_index=0)
     with pytest.warns(UserWarning, match="the critic has no load_state_dict; it is ignored"):
-        trainer_with(OracleCritic())._load_critic_state(str(checkpoint))
+        load_critic_state(OracleCritic(), str(checkpoint), world_size=1, process_index=0)
 
 
 # --- failing critics ----------------------------------------------------------------------------------------------
