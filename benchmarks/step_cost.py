@@ -215,7 +215,7 @@ def per_example_trainer_class() -> type:
         ) -> list[list[str]]:
             args = self.args
             metrics = self._metrics[mode]
-            pick_rng = self._pick_generator(mode)
+            pick_rng = self._next_pick_rng(mode)
             turn_prompts = [list(prompts)]
             num_explored = args.num_explored_turns
             generate_time = critique_time = 0.0
