@@ -24,7 +24,6 @@ from transformers import set_seed
 from refiner_trl import RefinerConfig, RefinerTrainer
 from refiner_trl.evaluation import EvaluationResult, evaluate_and_report
 from refiner_trl.generators import ModelGenerator
-from refiner_trl.modeling import trained_model
 from refiner_trl.recipe_args import CriticArguments, ModelArguments, RecipeArguments, TaskArguments
 from refiner_trl.recipe_parser import parse_recipe_args
 
@@ -77,13 +76,11 @@ def main(
         return None
 
     # Evaluate: the generator alone, + trained critic, + LLM critic, + oracle critic
-    model, tokenizer = trained_model(trainer, args.trust_remote_code)
-    generator = ModelGenerator(
-        model,
-        tokenizer,
+    generator = ModelGenerator.from_trainer(
+        trainer,
         max_prompt_length=args.max_prompt_length or 512,
         max_new_tokens=recipe_args.eval_max_new_tokens or args.max_new_tokens,
-        batch_size=args.per_device_eval_batch_size,
+        trust_remote_code=args.trust_remote_code,
         chat_template_kwargs=args.chat_template_kwargs,
     )
     critics = critic_args.table_critics(task, args.trust_remote_code, args.device, trained=recipe_args.eval_critic)

@@ -171,6 +171,45 @@ class ModelGenerator:
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.num_truncated_prompts = 0
 
+    @classmethod
+    def from_trainer(
+        cls,
+        trainer: Any,
+        max_prompt_length: int,
+        max_new_tokens: int,
+        trust_remote_code: bool = False,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> ModelGenerator:
+        """A greedy generator over the model a trainer trained and saved, for the evaluation after training.
+
+        A single process's model is used as it is; a model that DeepSpeed shards or that several processes hold is
+        read back from `trainer.args.output_dir` ([`~refiner_trl.modeling.trained_model`]). Prompts go through
+        `generate` in batches of `trainer.args.per_device_eval_batch_size`.
+
+        Args:
+            trainer (`transformers.Trainer`):
+                The trainer, after `save_model(trainer.args.output_dir)`.
+            max_prompt_length (`int`):
+                Longest prompt in tokens.
+            max_new_tokens (`int`):
+                Longest hypothesis in tokens.
+            trust_remote_code (`bool`, *optional*, defaults to `False`):
+                Run the model repository's code when reading it back.
+            chat_template_kwargs (`dict`, *optional*):
+                Extra arguments of the chat template, for conversational prompts.
+        """
+        from .modeling import trained_model
+
+        model, tokenizer = trained_model(trainer, trust_remote_code)
+        return cls(
+            model,
+            tokenizer,
+            max_prompt_length=max_prompt_length,
+            max_new_tokens=max_new_tokens,
+            batch_size=trainer.args.per_device_eval_batch_size,
+            chat_template_kwargs=chat_template_kwargs,
+        )
+
     def generate(self, prompts: Sequence[str] | Sequence[list[dict[str, str]]]) -> list[str]:
         from .chat import check_prompts, render_generation_prompts, require_chat_template
         from .modeling import generate_texts
