@@ -45,7 +45,7 @@ from typing import Any
 import _common
 import _machine
 import pretrained_report
-from pretrained_training import ARMS, CRITICS, done, train_phases
+from pretrained_training import ARMS, CRITICS, SeedPhases, done
 
 from refiner_trl.report import write_json
 
@@ -312,9 +312,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for seed in args.seeds or [0]:
         if not args.evaluate_only:
             root = output / f"seed-{seed}"
-            train_phases(
-                settings, args.arms, args.critics, seed, root, args.model, args.quick, args.resume, train, task
-            )
+            phases = SeedPhases(settings, seed, root, args.model, args.quick, args.resume, train, task)
+            phases.train_all(args.arms, args.critics)
         evaluations[str(seed)] = evaluate_seed(output, seed, task, rows, settings, args.eval_file, args.resume)
     return {
         "quick": args.quick,

@@ -4,8 +4,9 @@ with its `done.json` so that `--resume` skips it."""
 from __future__ import annotations
 
 import copy
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,29 +103,15 @@ def done(folder: Path) -> bool:
     return (folder / "done.json").is_file()
 
 
-def train_phases(
-    settings: Settings,
-    arms: Sequence[str],
-    critics: Sequence[str],
-    seed: int,
-    root: Path,
-    model_name: str | None,
-    quick: bool,
-    resume: bool,
-    train: Any,
-    task: Any,
-) -> None:
-    """Train every phase of one seed that is not done yet: warm starts, baselines, REFINER arms, critics.
+class SeedPhases:
+    """The training phases of one seed, from one backbone: warm starts, baselines, REFINER arms, critics.
 
-    Each phase saves its model and `done.json` in `root/<phase>`.
+    Each phase saves its model and `done.json` in `root/<phase>`; a warm start is trained once, saved, and reloaded
+    from disk by the phases that start from it.
 
     Args:
         settings (`Settings`):
             The sizes and steps.
-        arms (`Sequence[str]`):
-            REFINER arms (keys of `ARMS`); each has its baseline.
-        critics (`Sequence[str]`):
-            Trained critics (keys of `CRITICS`).
         seed (`int`):
             The seed of every phase.
         root (`Path`):
@@ -140,106 +127,199 @@ def train_phases(
         task (`Task`):
             MWP.
     """
-    from transformers import set_seed
 
-    from refiner_trl import ModelGenerator, RefinerConfig, RefinerTrainer
-    from refiner_trl.supervised import SupervisedConfig, train_supervised
+    def __init__(
+        self,
+        settings: Settings,
+        seed: int,
+        root: Path,
+        model_name: str | None,
+        quick: bool,
+        resume: bool,
+        train: Any,
+        task: Any,
+    ):
+        self.settings, self.seed, self.root = settings, seed, root
+        self.resume, self.train, self.task = resume, train, task
+        self.texts = task.tokenizer_texts(train)
+        self.backbone, self.tokenizer = load_backbone(model_name, quick, self.texts)
+        self.cached: dict[int, Any] = {}
 
-    texts = task.tokenizer_texts(train)
-    backbone, tokenizer = load_backbone(model_name, quick, texts)
-    total = settings.warm_steps + settings.refiner_steps
-    cached: dict[int, Any] = {}
+    def train_all(self, arms: Sequence[str], critics: Sequence[str]) -> None:
+        """Train every phase that is not done yet: each arm's baseline and the arm, then the critics.
 
-    def warm_start(warm_steps: int) -> Any:
-        """The warm start of `warm_steps` steps, trained once and saved; reloaded when already on disk."""
-        folder = root / f"warm-{warm_steps}"
-        if warm_steps not in cached:
-            if not (resume and done(folder)):
-                set_seed(seed)
-                args = SupervisedConfig(**_args(settings, folder, warm_steps, seed))
-                trainer = train_supervised(copy.deepcopy(backbone), tokenizer, train, args)
-                _save(trainer, folder, {"phase": "warm", "steps": warm_steps})
-            cached[warm_steps] = load_backbone(str(folder), False, texts)[0]
-        return copy.deepcopy(cached[warm_steps])
+        Args:
+            arms (`Sequence[str]`):
+                REFINER arms (keys of `ARMS`); each has its baseline.
+            critics (`Sequence[str]`):
+                Trained critics (keys of `CRITICS`).
+        """
+        settings = self.settings
+        total = settings.warm_steps + settings.refiner_steps
+        for arm in arms:
+            overrides = dict(ARMS[arm])
+            share = overrides.pop("refiner_share", settings.refiner_steps / total)
+            use_peft = overrides.pop("use_peft", False)
+            refiner_steps = round(share * total)
+            warm_steps = total - refiner_steps
+            baseline = functools.partial(self.baseline, warm_steps=warm_steps, steps=refiner_steps)
+            self.run(f"baseline-{warm_steps}-{refiner_steps}", baseline)
+            refiner = functools.partial(
+                self.refiner,
+                arm=arm,
+                warm_steps=warm_steps,
+                steps=refiner_steps,
+                overrides=overrides,
+                use_peft=use_peft,
+            )
+            self.run(arm, refiner)
+        for name in critics:
+            self.run(name, functools.partial(self.critic, with_samples=CRITICS[name]))
 
-    def phase(name: str, build: Any) -> None:
-        folder = root / name
-        if resume and done(folder):
-            print(f"  seed {seed}: {name} already done", flush=True)
+    def run(self, name: str, build: Callable[[Path], tuple[Any, dict[str, Any]]]) -> None:
+        """Train the phase `name` with `build(folder)` and save it, unless `--resume` finds it done.
+
+        Args:
+            name (`str`):
+                The phase, and its folder's name.
+            build (`Callable[[Path], tuple]`):
+                The folder -> `(trainer, record)`, the trainer trained.
+        """
+        folder = self.root / name
+        if self.resume and done(folder):
+            print(f"  seed {self.seed}: {name} already done", flush=True)
             return
         started = time.perf_counter()
         trainer, record = build(folder)
         _save(trainer, folder, {"phase": name, **record, "seconds": time.perf_counter() - started})
-        print(f"  seed {seed}: {name} {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"  seed {self.seed}: {name} {time.perf_counter() - started:.0f} s", flush=True)
 
-    for arm in arms:
-        overrides = dict(ARMS[arm])
-        share = overrides.pop("refiner_share", settings.refiner_steps / total)
-        use_peft = overrides.pop("use_peft", False)
-        refiner_steps = round(share * total)
-        warm_steps = total - refiner_steps
+    def warm_start(self, warm_steps: int) -> Any:
+        """A copy of the warm start of `warm_steps` steps, trained once and saved; reloaded when already on disk.
 
-        def baseline(folder: Path, warm_steps: int = warm_steps, refiner_steps: int = refiner_steps) -> Any:
-            set_seed(seed)
-            args = SupervisedConfig(**_args(settings, folder, refiner_steps, seed))
-            trainer = train_supervised(warm_start(warm_steps), tokenizer, train, args)
-            return trainer, {"warm_steps": warm_steps, "steps": refiner_steps}
+        Args:
+            warm_steps (`int`):
+                Its supervised steps.
+        """
+        from transformers import set_seed
 
-        def refiner(
-            folder: Path,
-            arm: str = arm,
-            warm_steps: int = warm_steps,
-            refiner_steps: int = refiner_steps,
-            overrides: dict = overrides,
-            use_peft: bool = use_peft,
-        ) -> Any:
-            set_seed(seed)
-            values = {
-                "num_hypotheses": settings.num_hypotheses,
-                "num_refinement_turns": settings.num_refinement_turns,
-                "max_new_tokens": settings.max_new_tokens,
-                **overrides,
-            }
-            args = RefinerConfig(**_args(settings, folder, refiner_steps, seed, **values))
-            trainer = RefinerTrainer(
-                warm_start(warm_steps),
-                args,
-                critic=task.oracle_critic(),
-                train_dataset=train,
-                processing_class=tokenizer,
-                peft_config=_lora() if use_peft else None,
-            )
-            trainer.train()
-            return trainer, {"warm_steps": warm_steps, "steps": refiner_steps, "overrides": ARMS[arm]}
+        from refiner_trl.supervised import SupervisedConfig, train_supervised
 
-        phase(f"baseline-{warm_steps}-{refiner_steps}", baseline)
-        phase(arm, refiner)
+        folder = self.root / f"warm-{warm_steps}"
+        if warm_steps not in self.cached:
+            if not (self.resume and done(folder)):
+                set_seed(self.seed)
+                args = SupervisedConfig(**_args(self.settings, folder, warm_steps, self.seed))
+                trainer = train_supervised(copy.deepcopy(self.backbone), self.tokenizer, self.train, args)
+                _save(trainer, folder, {"phase": "warm", "steps": warm_steps})
+            self.cached[warm_steps] = load_backbone(str(folder), False, self.texts)[0]
+        return copy.deepcopy(self.cached[warm_steps])
 
-    for name in critics:
+    def baseline(self, folder: Path, warm_steps: int, steps: int) -> tuple[Any, dict[str, Any]]:
+        """`steps` more supervised steps from the warm start of `warm_steps` steps.
 
-        def critic(folder: Path, with_samples: bool = CRITICS[name]) -> Any:
-            samples = None
-            if with_samples:
-                rows = train.select(range(min(settings.critic_sample_rows, len(train))))
-                sampler = ModelGenerator(
-                    warm_start(settings.warm_steps),
-                    tokenizer,
-                    max_new_tokens=settings.max_new_tokens,
-                    do_sample=True,
-                    top_p=0.95,
-                    batch_size=settings.eval_batch_size,
-                    max_prompt_length=settings.max_prompt_length,
-                )
-                n = settings.critic_samples_per_prompt
-                set_seed(seed)
-                flat = sampler.generate([p for p in rows["prompt"] for _ in range(n)])
-                samples = [flat[i * n : (i + 1) * n] for i in range(len(rows))]
-                samples += [[] for _ in range(len(train) - len(rows))]
-            data = task.build_critic_dataset(train, seed=seed, negatives_per_example=2, generator_samples=samples)
-            set_seed(seed)
-            args = SupervisedConfig(**_args(settings, folder, settings.critic_steps, seed))
-            data_rows = data.select_columns(["prompt", "completion"])
-            trainer = train_supervised(copy.deepcopy(backbone), tokenizer, data_rows, args)
-            return trainer, {"rows": len(data), "sources": {s: data["source"].count(s) for s in set(data["source"])}}
+        Args:
+            folder (`Path`):
+                The phase's folder.
+            warm_steps (`int`):
+                The warm start's steps.
+            steps (`int`):
+                The baseline's steps.
+        """
+        from transformers import set_seed
 
-        phase(name, critic)
+        from refiner_trl.supervised import SupervisedConfig, train_supervised
+
+        set_seed(self.seed)
+        args = SupervisedConfig(**_args(self.settings, folder, steps, self.seed))
+        trainer = train_supervised(self.warm_start(warm_steps), self.tokenizer, self.train, args)
+        return trainer, {"warm_steps": warm_steps, "steps": steps}
+
+    def refiner(
+        self, folder: Path, arm: str, warm_steps: int, steps: int, overrides: dict[str, Any], use_peft: bool
+    ) -> tuple[Any, dict[str, Any]]:
+        """`steps` REFINER steps with the oracle critic from the warm start of `warm_steps` steps.
+
+        Args:
+            folder (`Path`):
+                The phase's folder.
+            arm (`str`):
+                The arm (a key of `ARMS`).
+            warm_steps (`int`):
+                The warm start's steps.
+            steps (`int`):
+                REFINER's steps.
+            overrides (`dict`):
+                The arm's `RefinerConfig` fields.
+            use_peft (`bool`):
+                Train LoRA adapters (merged when saved).
+        """
+        from transformers import set_seed
+
+        from refiner_trl import RefinerConfig, RefinerTrainer
+
+        settings = self.settings
+        set_seed(self.seed)
+        values = {
+            "num_hypotheses": settings.num_hypotheses,
+            "num_refinement_turns": settings.num_refinement_turns,
+            "max_new_tokens": settings.max_new_tokens,
+            **overrides,
+        }
+        args = RefinerConfig(**_args(settings, folder, steps, self.seed, **values))
+        trainer = RefinerTrainer(
+            self.warm_start(warm_steps),
+            args,
+            critic=self.task.oracle_critic(),
+            train_dataset=self.train,
+            processing_class=self.tokenizer,
+            peft_config=_lora() if use_peft else None,
+        )
+        trainer.train()
+        return trainer, {"warm_steps": warm_steps, "steps": steps, "overrides": ARMS[arm]}
+
+    def critic(self, folder: Path, with_samples: bool) -> tuple[Any, dict[str, Any]]:
+        """The backbone fine-tuned on the task's critic data: perturbations, and with `with_samples` the warm
+        start's own samples on training prompts, labelled by the oracle.
+
+        Args:
+            folder (`Path`):
+                The phase's folder.
+            with_samples (`bool`):
+                Whether generator samples join the perturbations.
+        """
+        from transformers import set_seed
+
+        from refiner_trl.supervised import SupervisedConfig, train_supervised
+
+        settings, seed, train = self.settings, self.seed, self.train
+        samples = self._samples() if with_samples else None
+        data = self.task.build_critic_dataset(train, seed=seed, negatives_per_example=2, generator_samples=samples)
+        set_seed(seed)
+        args = SupervisedConfig(**_args(settings, folder, settings.critic_steps, seed))
+        data_rows = data.select_columns(["prompt", "completion"])
+        trainer = train_supervised(copy.deepcopy(self.backbone), self.tokenizer, data_rows, args)
+        return trainer, {"rows": len(data), "sources": {s: data["source"].count(s) for s in set(data["source"])}}
+
+    def _samples(self) -> list[list[str]]:
+        """The warm start's samples on the first `critic_sample_rows` training prompts (none for the others)."""
+        from transformers import set_seed
+
+        from refiner_trl import ModelGenerator
+
+        settings, train = self.settings, self.train
+        rows = train.select(range(min(settings.critic_sample_rows, len(train))))
+        sampler = ModelGenerator(
+            self.warm_start(settings.warm_steps),
+            self.tokenizer,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=True,
+            top_p=0.95,
+            batch_size=settings.eval_batch_size,
+            max_prompt_length=settings.max_prompt_length,
+        )
+        n = settings.critic_samples_per_prompt
+        set_seed(self.seed)
+        flat = sampler.generate([p for p in rows["prompt"] for _ in range(n)])
+        samples = [flat[i * n : (i + 1) * n] for i in range(len(rows))]
+        return samples + [[] for _ in range(len(train) - len(rows))]

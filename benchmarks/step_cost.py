@@ -10,9 +10,10 @@ the MWP data (the release's when present, else synthetic), measured in one proce
    `time/forward`, `time/forward_backward`, `time/step`) and a callback around `optimizer.step()`.
 2. **Comparisons** at one (k, T): REFINER's step against a supervised step on the same model and batch
    (`supervised.train_supervised`: TRL's SFTTrainer for causal models, transformers' Seq2SeqTrainer for
-   encoder-decoders), and against a per-example loop (a `RefinerTrainer` subclass, written here, whose exploration
-   generates, picks, critiques and builds the refine prompt one example at a time, as the authors' code does), and
-   against itself with `explore_last_turn=True` (sampling and critiquing in the last turn too, for its logs only).
+   encoder-decoders), and against a per-example loop (a `RefinerTrainer` subclass in `trainer_variants`, whose
+   exploration generates, picks, critiques and builds the refine prompt one example at a time, as the authors' code
+   does), and against itself with `explore_last_turn=True` (sampling and critiquing in the last turn too, for its
+   logs only).
 3. **Inference**: `refine` with early stopping against running all T turns for all examples, with a function
    generator that is right with probability p and the oracle critic (work counted), and with the model (greedy)
    and a critic that accepts with probability p (time measured).
