@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _machine
 
 from refiner_trl.report import markdown_table, write_json, write_text
 
@@ -111,7 +112,7 @@ def format_markdown(data: dict[str, Any]) -> str:
         + markdown_table(["operator", "self CPU (s)", "share %", "calls"], rows)
         + "\n\nThe step's phases, as the trainer logs them (seconds):\n\n"
         + markdown_table(["phase", "seconds"], phases)
-        + f"\n\nMachine: {_common.machine_line(data['machine'])}\n"
+        + f"\n\nMachine: {_machine.machine_line(data['machine'])}\n"
     )
 
 
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         model = str(fetch("smollm2-135m-instruct"))
     data = profile_step(model, args.k, args.turns, args.batch_size, args.max_new_tokens, args.top)
-    data["machine"] = _common.machine_info(threads)
+    data["machine"] = _machine.machine_info(threads)
     output = Path(args.output_dir)
     write_json(output / "profile_step.json", data)
     text = format_markdown(data)

@@ -18,7 +18,7 @@ from refiner_trl.length_groups import length_groups
 from refiner_trl.modeling import build_tiny_model, generate_texts, prefill_shared_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from step_cost_smollm2 import single_forward_turn_losses  # noqa: E402
+from trainer_variants import single_forward_turn_losses  # noqa: E402
 
 PROMPTS = [
     "Item 1: what is its code?",
