@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def median(values: Iterable[float]) -> float:
@@ -47,6 +48,24 @@ def pm(values: Iterable[float], scale: float = 100.0, digits: int = 1) -> str:
     if count == 0:
         return "–"
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}" if count > 1 else f"{scale * mean:.{digits}f}"
+
+
+def bootstrap_interval(correct: Sequence[float], rounds: int, seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean of `correct` (resampling evaluation rows; for a paired
+    difference of two runs, pass the per-row differences).
+
+    Args:
+        correct (`Sequence[float]`):
+            Each evaluation row's value (its correctness, or a difference of two runs' correctness).
+        rounds (`int`):
+            Bootstrap resamples.
+        seed (`int`, *optional*, defaults to `0`):
+            The seed of the resampling.
+    """
+    rng = random.Random(seed)
+    n = len(correct)
+    means = sorted(sum(correct[rng.randrange(n)] for _ in range(n)) / n for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
 
 
 class Stopwatch:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 import _common
 import _machine
 import pretrained_report
+from _measurements import bootstrap_interval
 from pretrained_training import ARMS, CRITICS, SeedPhases, done
 
 from refiner_trl.report import write_json
@@ -114,23 +114,6 @@ class DecisionOnlyOracle:
 
         told = self.oracle.critique(prompts, hypotheses, references)
         return [NO_ERROR if is_no_error(f) else DECISION_ONLY_FEEDBACK for f in told]
-
-
-def bootstrap_interval(correct: Sequence[float], rounds: int, seed: int = 0) -> tuple[float, float]:
-    """The 95% percentile bootstrap interval of the mean of `correct` (resampling evaluation rows).
-
-    Args:
-        correct (`Sequence[float]`):
-            Each evaluation row's correctness.
-        rounds (`int`):
-            Bootstrap resamples.
-        seed (`int`, *optional*, defaults to `0`):
-            The seed of the resampling.
-    """
-    rng = random.Random(seed)
-    n = len(correct)
-    means = sorted(sum(correct[rng.randrange(n)] for _ in range(n)) / n for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
 
 
 def evaluate_arm(
@@ -241,13 +224,14 @@ def evaluate_seed(
         key = {"eval_file": eval_file, "num_eval": len(rows), "critics": sorted(critic_folders)}
         cache = folder / "evaluation.json"
         if resume and cache.is_file() and json.loads(cache.read_text())["key"] == key:
-            evaluations[name] = json.loads(cache.read_text())["record"]
+            record = json.loads(cache.read_text())["record"]
             print(f"  seed {seed}: {name} already evaluated", flush=True)
-            continue
-        record = evaluate_arm(kind, folder, critic_folders, task, rows, settings)
-        write_json(cache, {"key": key, "record": record})
-        evaluations[name] = record
-        print(f"  seed {seed}: evaluated {name}", flush=True)
+        else:
+            record = evaluate_arm(kind, folder, critic_folders, task, rows, settings)
+            write_json(cache, {"key": key, "record": record})
+            print(f"  seed {seed}: evaluated {name}", flush=True)
+        # Which warm start the arm grew from: the report compares each REFINER arm with its own baseline.
+        evaluations[name] = {**record, "warm_steps": json.loads((folder / "done.json").read_text()).get("warm_steps")}
     return evaluations
 
 

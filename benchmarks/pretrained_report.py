@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from _machine import machine_line
+from _measurements import bootstrap_interval
 
 from refiner_trl.report import markdown_table
 
@@ -36,8 +37,75 @@ def format_markdown(data: dict[str, Any]) -> str:
     if verdicts:
         lines += ["", "Trained critics on each arm's own turn-0 hypotheses, against the oracle:", ""]
         lines.append(markdown_table(["arm", "critic", "turn-0 errors", "recall", "false alarms"], verdicts))
+    gaps = target_rows(data)
+    if gaps:
+        lines += ["", "The targets: paired differences in points, with 95% bootstrap intervals over the rows:", ""]
+        lines.append(markdown_table(["seed", "arm", "difference", "target", "points", "95% interval", "met"], gaps))
     lines += ["", f"Machine: {machine_line(data['machine'])}"]
     return "\n".join(lines) + "\n"
+
+
+TARGETS = (
+    ("trained", "none", 10.0),
+    ("trained_samples", "none", 10.0),
+    ("oracle", "none", 20.0),
+    ("oracle", "oracle", 5.0),
+    ("oracle", "decision_only", None),
+)
+"""(REFINER arm's run, baseline's run, target in points): REFINER + trained critic >= baseline + 10, + oracle >=
+baseline + 20 and >= baseline + oracle + 5; the last row (+ oracle against the arm's own decision-only oracle) has no
+target: it is the gain of the oracle's specific feedback over a bare "there is an error"."""
+
+
+def target_rows(data: dict[str, Any], rounds: int = 2000) -> list[list[Any]]:
+    """For each seed and REFINER arm, the differences of `TARGETS` against its baseline (the same warm start's), with
+    paired bootstrap intervals over the evaluation rows.
+
+    Args:
+        data (`dict`):
+            The run's JSON (`pretrained.json`).
+        rounds (`int`, *optional*, defaults to `2000`):
+            Bootstrap resamples.
+    """
+    rows = []
+    for seed, seed_record in data["evaluations"].items():
+        baselines = {name: record for name, record in seed_record.items() if name.startswith("baseline")}
+        for arm, record in seed_record.items():
+            if arm in baselines:
+                continue
+            baseline_name = _baseline_of(arm, record, baselines)
+            if baseline_name is None:
+                continue
+            for run, other, target in TARGETS:
+                ours = record["runs"].get(run)
+                theirs = (record if other == "decision_only" else baselines[baseline_name])["runs"].get(other)
+                if ours is None or theirs is None:
+                    continue
+                gaps = [a - b for a, b in zip(ours["correct"], theirs["correct"])]
+                low, high = bootstrap_interval(gaps, rounds)
+                label = f"+ {run} - " + (f"+ {other}" if other == "decision_only" else f"{baseline_name} + {other}")
+                rows.append(
+                    [
+                        seed,
+                        arm,
+                        label.replace("+ none", "alone"),
+                        "–" if target is None else f">= +{target:.0f}",
+                        f"{100 * sum(gaps) / len(gaps):+.1f}",
+                        f"[{100 * low:+.1f}, {100 * high:+.1f}]",
+                        "–" if target is None else ("yes" if 100 * sum(gaps) / len(gaps) >= target else "no"),
+                    ]
+                )
+    return rows
+
+
+def _baseline_of(arm: str, record: dict[str, Any], baselines: dict[str, Any]) -> str | None:
+    """The baseline trained from the same warm start as `arm` (`baseline-<warm>-<steps>`); the only baseline when the
+    record does not say its warm start."""
+    warm = record.get("warm_steps")
+    if warm is None:
+        return next(iter(baselines)) if len(baselines) == 1 else None
+    matching = [name for name in baselines if name.startswith(f"baseline-{warm}-")]
+    return matching[0] if matching else None
 
 
 def _share(value: float | None) -> str:

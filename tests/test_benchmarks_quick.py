@@ -146,3 +146,35 @@ def test_pretrained_benchmark_quick_trains_every_arm_resumes_and_evaluates_again
 
     run(*arms, "--evaluate-only", "--max-eval", "4")
     assert json.loads((tmp_path / "pretrained.json").read_text())["num_eval"] == 4
+
+
+def test_pretrained_report_targets_are_paired_differences_against_the_arms_own_baseline(monkeypatch):
+    """The targets table compares each REFINER arm with the baseline of its own warm start, row by row."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import pretrained_report
+
+    def run(correct):
+        return {"correct": correct}
+
+    baseline = {"runs": {"none": run([0, 0, 1, 0]), "oracle": run([0, 1, 1, 0])}, "warm_steps": 6}
+    other_baseline = {"runs": {"none": run([1, 1, 1, 1]), "oracle": run([1, 1, 1, 1])}, "warm_steps": 2}
+    refiner = {
+        "runs": {"none": run([0, 0, 1, 0]), "oracle": run([1, 1, 1, 0]), "decision_only": run([1, 0, 1, 0])},
+        "warm_steps": 6,
+    }
+    data = {"evaluations": {"0": {"baseline-6-4": baseline, "baseline-2-8": other_baseline, "refiner": refiner}}}
+    rows = {row[2]: row for row in pretrained_report.target_rows(data, rounds=200)}
+    assert set(rows) == {
+        "+ oracle - baseline-6-4 alone",
+        "+ oracle - baseline-6-4 + oracle",
+        "+ oracle - + decision_only",
+    }
+    assert rows["+ oracle - baseline-6-4 alone"][4:] == ["+50.0", rows["+ oracle - baseline-6-4 alone"][5], "yes"]
+    assert (
+        rows["+ oracle - baseline-6-4 + oracle"][4] == "+25.0" and rows["+ oracle - baseline-6-4 + oracle"][6] == "yes"
+    )
+    assert rows["+ oracle - + decision_only"][3] == "–" and rows["+ oracle - + decision_only"][4] == "+25.0"
+    low, high = rows["+ oracle - baseline-6-4 alone"][5].strip("[]").split(", ")
+    assert float(low) <= 50.0 <= float(high)
+    refiner["warm_steps"] = 3  # no baseline from that warm start: no rows, rather than a comparison with another one
+    assert pretrained_report.target_rows(data, rounds=200) == []
