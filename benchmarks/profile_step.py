@@ -99,6 +99,37 @@ def profile_step(
     }
 
 
+def sampling_cost(model_path: str, k: int, batch_size: int, new_tokens: int, top_p: float) -> dict[str, Any]:
+    """One turn's sampling (batch x k rows, exactly `new_tokens` new tokens each) with transformers' top-p warper and
+    with the [`NucleusSampler`], CPU seconds (median of 2 after a warm-up)."""
+    import time
+
+    import torch
+
+    from refiner_trl.data import encode_prompts
+    from refiner_trl.modeling import load_model_and_tokenizer, sampling_options
+
+    model, tokenizer = load_model_and_tokenizer(model_path)
+    _, train, _, _ = _common.task_data("mwp", _common.DEFAULT_DATA_DIR, 200, 8, None)
+    prompts = [p for p in train.shuffle(seed=0)["prompt"][:batch_size] for _ in range(k)]
+    inputs, _ = encode_prompts(tokenizer, prompts, 320, False, True)
+    fixed = {"min_new_tokens": new_tokens, "max_new_tokens": new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    result: dict[str, Any] = {"rows": len(prompts), "new_tokens": new_tokens, "top_p": top_p}
+    for name, nucleus_sampler in (("transformers_top_p", False), ("nucleus_sampler", True)):
+        options = sampling_options(True, 1.0, top_p, 0, nucleus_sampler=nucleus_sampler)
+        seconds = []
+        for _ in range(3):
+            start = time.process_time()
+            with torch.no_grad():
+                model.generate(**inputs, **fixed, **options)
+            seconds.append(time.process_time() - start)
+        result[name] = sorted(seconds[1:])[0]
+        if nucleus_sampler:
+            sampler = options["logits_processor"][0]
+            result["rows_sorted_whole"] = sampler.sorted_rows / sampler.rows
+    return result
+
+
 def format_markdown(data: dict[str, Any]) -> str:
     """The operator table and the phase table."""
     rows = [
@@ -126,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--top", type=int, default=15, help="Operators listed.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads.")
     parser.add_argument("--output-dir", default="outputs/profile-step", help="Where the JSON and markdown go.")
+    parser.add_argument(
+        "--sampling-only", action="store_true", help="Only time one turn's sampling: top-p warper vs NucleusSampler."
+    )
     args = parser.parse_args(argv)
     _common.quiet()
     threads = _common.set_threads(args.threads)
@@ -134,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from refiner_trl.pretrained import fetch
 
         model = str(fetch("smollm2-135m-instruct"))
+    if args.sampling_only:
+        data = sampling_cost(model, args.k, args.batch_size, args.max_new_tokens, 0.95)
+        print(data, flush=True)
+        write_json(Path(args.output_dir) / "sampling_cost.json", {**data, "machine": _machine.machine_info(threads)})
+        return data
     data = profile_step(model, args.k, args.turns, args.batch_size, args.max_new_tokens, args.top)
     data["machine"] = _machine.machine_info(threads)
     output = Path(args.output_dir)

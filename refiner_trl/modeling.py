@@ -253,26 +253,65 @@ def generate_texts(
     encoder_decoder = is_encoder_decoder(model)
     inputs, n_truncated = encode_prompts(tokenizer, prompts, max_prompt_length, encoder_decoder, add_special_tokens)
     inputs = {key: value.to(model.device) for key, value in inputs.items()}
-    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if do_sample else {}
-    options = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        **sampling,
-    }
+    options = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    options["eos_token_id"] = tokenizer.eos_token_id
     rows = [i for i in range(len(prompts)) for _ in range(num_return_sequences)]
     shared = None
     if share_prompt_cache and not encoder_decoder and len(set(prompts)) < len(rows):
         shared = prefill_shared_prompts(model, inputs, prompts, rows)
     if shared is None:
+        # generate repeats the prompts for num_return_sequences only when it samples itself.
+        sampler = num_return_sequences == 1
+        options.update(sampling_options(do_sample, temperature, top_p, top_k, nucleus_sampler=sampler))
         output = model.generate(**inputs, num_return_sequences=num_return_sequences, **options)
     else:
         cache, row_inputs = shared
+        options.update(sampling_options(do_sample, temperature, top_p, top_k))
         output = model.generate(**row_inputs, cache=cache, **options)
     new_tokens = output if encoder_decoder else output[:, inputs["input_ids"].shape[1] :]
     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     return [text.strip() for text in texts], n_truncated
+
+
+def sampling_options(
+    do_sample: bool, temperature: float, top_p: float, top_k: int, nucleus_sampler: bool = True
+) -> dict[str, Any]:
+    """The `generate` options of greedy decoding or of sampling with `temperature`, `top_p` and `top_k`.
+
+    Nucleus sampling (`top_p` < 1) goes through a [`~refiner_trl.sampling.NucleusSampler`] with greedy decoding:
+    the same distribution as `do_sample=True`, without sorting the whole vocabulary at every token; the other
+    settings, and every setting when `nucleus_sampler=False`, are given to `generate` as they are.
+
+    Args:
+        do_sample (`bool`):
+            Sample instead of greedy decoding.
+        temperature (`float`):
+            Sampling temperature.
+        top_p (`float`):
+            Nucleus mass.
+        top_k (`int`):
+            Top-k filtering; `0` turns it off.
+        nucleus_sampler (`bool`, *optional*, defaults to `True`):
+            Whether nucleus sampling may use the sampler: not with `num_return_sequences` > 1, which greedy
+            decoding refuses.
+    """
+    if not do_sample:
+        return {"do_sample": False}
+    if top_p >= 1.0 or not nucleus_sampler:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    from .sampling import NucleusSampler
+
+    # The model's own sampling defaults must not apply: the sampler does it all, with the settings given here.
+    neutral = GenerationConfig()
+    return {
+        "do_sample": False,
+        "temperature": neutral.temperature,
+        "top_p": neutral.top_p,
+        "top_k": neutral.top_k,
+        "logits_processor": LogitsProcessorList([NucleusSampler(temperature, top_k, top_p)]),
+    }
 
 
 def prefill_shared_prompts(

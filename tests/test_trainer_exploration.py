@@ -9,6 +9,7 @@ from conftest import GenerateSpy, SpyTrainer, code_rows, quiet_refiner_config, t
 from datasets import Dataset
 
 from refiner_trl.modeling import build_tiny_model, generate_texts
+from refiner_trl.sampling import NucleusSampler
 from refiner_trl.templates import render_refine_prompt
 
 
@@ -112,8 +113,14 @@ def test_the_sampling_settings_reach_generate(architecture, tokenizer, rows, tmp
 
     assert len(spy.calls) == 1
     call = spy.calls[0]
-    sampling = {key: call[key] for key in ("do_sample", "temperature", "top_p", "top_k")}
-    assert sampling == {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 7}
+    if architecture == "seq2seq":  # generate samples itself: its num_return_sequences repeats the prompts
+        sampling = {key: call[key] for key in ("do_sample", "temperature", "top_p", "top_k")}
+        assert sampling == {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 7}
+    else:  # nucleus sampling through the NucleusSampler, which draws the tokens (greedy generate takes them)
+        (sampler,) = call["logits_processor"]
+        assert call["do_sample"] is False and isinstance(sampler, NucleusSampler)
+        assert (sampler.temperature, sampler.top_p, sampler.top_k) == (0.7, 0.8, 7)
+        assert sampler.rows > 0 and sampler.rows % (4 * 5) == 0  # all 20 rows of each new token were drawn by it
     assert call["max_new_tokens"] == 4
     if architecture == "seq2seq":  # k through num_return_sequences
         assert call["num_return_sequences"] == 5 and call["input_ids"].shape[0] == 4
