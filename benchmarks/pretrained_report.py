@@ -126,7 +126,10 @@ def plot(data: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, axis = plt.subplots(figsize=(9, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = {"oracle": "-", "trained": "--", "trained_samples": ":", "decision_only": "-."}
+    arms = [arm for seed_record in data["evaluations"].values() for arm in seed_record]
     for seed_record in data["evaluations"].values():
         for arm, record in seed_record.items():
             for name, run in record["runs"].items():
@@ -135,11 +138,24 @@ def plot(data: dict[str, Any], path: Path) -> Path:
                         range(len(run["by_turn"])),
                         [100 * v for v in run["by_turn"]],
                         marker="o",
+                        color=colors[arms.index(arm) % len(colors)],
+                        linestyle=styles.get(name, "-"),
                         label=f"{arm} + {name}",
                     )
-    axis.set_xlabel("refinement turn")
+    axis.set_xlabel("refinement turn (0 = before any feedback)")
     axis.set_ylabel("equation accuracy (%)")
-    axis.legend(fontsize=7)
+    axis.set_xticks(
+        range(
+            max(
+                len(run["by_turn"])
+                for r in data["evaluations"].values()
+                for a in r.values()
+                for run in a["runs"].values()
+            )
+        )
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
