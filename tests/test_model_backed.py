@@ -12,6 +12,7 @@ from refiner_trl.critics import ModelCritic
 from refiner_trl.data import DataError, load_records
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.modeling import build_tiny_model, generate_texts, prepare_tokenizer
+from refiner_trl.sampling import NucleusSampler
 from refiner_trl.templates import render_critic_input
 
 ROWS = code_rows(8, seed=0)
@@ -78,8 +79,11 @@ def test_model_generator_samples_seeded_and_passes_its_options_to_generate(greed
         generator.generate(PROMPTS[:1])
     finally:
         model.generate = spy.original
-    options = {key: spy.calls[0][key] for key in ("do_sample", "temperature", "top_p", "max_new_tokens")}
-    assert options == {"do_sample": True, "temperature": 3.0, "top_p": 0.99, "max_new_tokens": 6}
+    # Nucleus sampling (top_p < 1) goes through the NucleusSampler: greedy generate takes the tokens it draws.
+    call = spy.calls[0]
+    (sampler,) = call["logits_processor"]
+    assert call["do_sample"] is False and isinstance(sampler, NucleusSampler)
+    assert (sampler.temperature, sampler.top_p, call["max_new_tokens"]) == (3.0, 0.99, 6)
 
 
 def test_prepare_tokenizer_pads_with_eos_when_there_is_no_pad_token_and_needs_an_eos(tokenizer):
