@@ -183,8 +183,8 @@ class ModelGenerator:
         """A greedy generator over the model a trainer trained and saved, for the evaluation after training.
 
         A single process's model is used as it is; a model that DeepSpeed shards or that several processes hold is
-        read back from `trainer.args.output_dir` ([`~refiner_trl.modeling.trained_model`]). Prompts go through
-        `generate` in batches of `trainer.args.per_device_eval_batch_size`.
+        read back from `trainer.args.output_dir` onto the process's device (call it on the main process only).
+        Prompts go through `generate` in batches of `trainer.args.per_device_eval_batch_size`.
 
         Args:
             trainer (`transformers.Trainer`):
@@ -198,9 +198,13 @@ class ModelGenerator:
             chat_template_kwargs (`dict`, *optional*):
                 Extra arguments of the chat template, for conversational prompts.
         """
-        from .modeling import trained_model
+        from .modeling import load_model_and_tokenizer
 
-        model, tokenizer = trained_model(trainer, trust_remote_code)
+        if trainer.is_deepspeed_enabled or trainer.accelerator.num_processes > 1:
+            model, tokenizer = load_model_and_tokenizer(trainer.args.output_dir, trust_remote_code=trust_remote_code)
+            model.to(trainer.accelerator.device)
+        else:
+            model, tokenizer = trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class
         return cls(
             model,
             tokenizer,

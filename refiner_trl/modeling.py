@@ -407,21 +407,3 @@ def _unshareable_cache_reason(model: Any) -> str | None:
     if any(kind not in ("full_attention", "sliding_attention") for kind in layer_types):
         return f"{type(inner).__name__} has layers ({sorted(set(layer_types))}) whose cache is not per-token"
     return None
-
-
-def trained_model(trainer: Any, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model and tokenizer a trainer trained, for inference after `trainer.save_model(output_dir)`.
-
-    A single process's model is used as it is; a model that DeepSpeed shards or that several processes hold is read
-    back from `output_dir` onto the process's device (call it on the main process only).
-
-    Args:
-        trainer (`transformers.Trainer`):
-            The trainer, after `save_model(trainer.args.output_dir)`.
-        trust_remote_code (`bool`, *optional*, defaults to `False`):
-            Run the model repository's code when reading it back.
-    """
-    if trainer.is_deepspeed_enabled or trainer.accelerator.num_processes > 1:
-        model, tokenizer = load_model_and_tokenizer(trainer.args.output_dir, trust_remote_code=trust_remote_code)
-        return model.to(trainer.accelerator.device), tokenizer
-    return trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class
