@@ -18,18 +18,22 @@ Writes to `output_dir`: the critic and its tokenizer (load with `ModelCritic(out
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import set_seed
 
+from refiner_trl.critic_calibration import calibrate, calibration_summary, completion_logprobs
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
-from refiner_trl.critics import ModelCritic
+from refiner_trl.critic_samples import critic_rows, read_samples, split_calibration
+from refiner_trl.critics import NO_ERROR, ModelCritic, is_no_error
 from refiner_trl.recipe_args import CriticModelArguments, ModelArguments, TaskArguments
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.report import write_json
 from refiner_trl.supervised import SupervisedConfig, train_supervised
+from refiner_trl.templates import render_critic_input
 
 
 @dataclass
@@ -42,10 +46,36 @@ class CriticScriptArguments:
             Perturbed completions per gold row in the critic data (each gold row also gives one "No error." row).
         num_examples_shown (`int`, *optional*, defaults to `8`):
             Held-out examples (input end, gold feedback, predicted feedback) printed and saved.
+        generator_samples (`str`, *optional*):
+            A `generator_samples.jsonl` of `recipes/sample_critic_data.py`: a generator's own samples on the training
+            rows, labelled by the task's oracle, that join the critic data.
+        generator_sample_share (`float`, *optional*):
+            The generator samples' share of the critic data, in [0, 1]; the larger side is subsampled
+            ([`~refiner_trl.critic_samples.mix_at_share`]). Unset: every row as it comes.
+        calibration_prompts (`int`, *optional*, defaults to `0`):
+            Hold out the samples of the last N sampled prompts (and those prompts' gold and perturbation rows) and
+            calibrate the critic's "No error." threshold on them after training (`calibration.json` and
+            `calibration_curve.png` in `output_dir`; [`ModelCritic`] applies it when it loads the folder).
+        max_false_alarm (`float`, *optional*, defaults to `0.2`):
+            The calibration's bound on the share of right held-out samples the critic may flag.
     """
 
     negatives_per_example: int = field(default=2, metadata={"help": "Perturbed completions per gold row."})
     num_examples_shown: int = field(default=8, metadata={"help": "Held-out examples printed and saved."})
+    generator_samples: str | None = field(
+        default=None, metadata={"help": "generator_samples.jsonl of recipes/sample_critic_data.py."}
+    )
+    generator_sample_share: float | None = field(
+        default=None, metadata={"help": "Share of generator samples in the critic data (unset: all rows)."}
+    )
+    calibration_prompts: int = field(
+        default=0, metadata={"help": "Hold out the last N sampled prompts to calibrate the no-error threshold."}
+    )
+    max_false_alarm: float = field(default=0.2, metadata={"help": "Bound on the calibrated critic's false alarms."})
+
+    def __post_init__(self) -> None:
+        if self.calibration_prompts and self.generator_samples is None:
+            raise ValueError("calibration_prompts: the calibration needs generator_samples to hold out")
 
 
 CRITIC_ARGUMENTS = (TaskArguments, ModelArguments, CriticModelArguments, CriticScriptArguments, SupervisedConfig)
@@ -69,15 +99,24 @@ def main(
         torch.set_num_threads(training_args.torch_num_threads)
     set_seed(training_args.seed)
 
-    # Critic data: the task's automatic perturbations of the gold completions
+    # Critic data: the task's automatic perturbations of the gold completions, and a generator's own samples
     task, train_rows, eval_rows = task_args.load()
-    critic_train = task.build_critic_dataset(
-        train_rows, seed=task_args.synthetic_seed, negatives_per_example=script_args.negatives_per_example
+    records = read_samples(script_args.generator_samples) if script_args.generator_samples else []
+    records, calibration_records = split_calibration(records, script_args.calibration_prompts)
+    critic_train = critic_rows(
+        task,
+        train_rows,
+        records,
+        share=script_args.generator_sample_share,
+        negatives_per_example=script_args.negatives_per_example,
+        seed=task_args.synthetic_seed,
+        excluded=[record["index"] for record in calibration_records],
     )
     critic_eval = task.build_critic_dataset(
         eval_rows, seed=task_args.synthetic_seed + 1, negatives_per_example=script_args.negatives_per_example
     )
-    print(f"critic data ({task.name}): {len(critic_train)} training rows, {len(critic_eval)} held-out rows")
+    sources = Counter(critic_train["source"])
+    print(f"critic data ({task.name}): {len(critic_train)} training rows {dict(sources)}, {len(critic_eval)} held out")
 
     # Model: loaded by name, or a tiny one whose tokenizer learns the critic data's texts
     texts = [f"{p} {c}" for p, c in zip(critic_train["prompt"], critic_train["completion"])]
@@ -115,10 +154,24 @@ def main(
     for example in examples:
         print(f"  gold: {example['gold']!r}  predicted: {example['predicted']!r}")
 
+    # Calibrate the "No error." threshold on the held-out prompts' samples
+    calibration = None
+    if calibration_records:
+        inputs = [render_critic_input(r["prompt"], h) for r in calibration_records for h in r["hypotheses"]]
+        scores = completion_logprobs(
+            trainer.model, tokenizer, inputs, NO_ERROR, training_args.max_prompt_length, critic_args.critic_batch_size
+        )
+        wrong = [not is_no_error(f) for r in calibration_records for f in r["feedback"]]
+        calibration = calibrate(scores, wrong, script_args.max_false_alarm)
+        calibration.save(training_args.output_dir)
+        print(f"calibration on {len(inputs)} held-out samples: {calibration_summary(calibration)}")
+
     report = {
         "task": task.name,
         "critic": str(Path(training_args.output_dir).resolve()),
         "num_train_rows": len(critic_train),
+        "train_rows_by_source": dict(sources),
+        "calibration": None if calibration is None else calibration_summary(calibration),
         **result,
         "examples": examples,
         "task_args": asdict(task_args),

@@ -108,3 +108,33 @@ def percent(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{100 * value:.{digits}f}"
+
+
+def bootstrap_interval(values: Sequence[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean of `values`, resampling evaluation rows.
+
+    For a paired difference of two runs on the same rows, pass the per-row differences.
+
+    Args:
+        values (`Sequence[float]`):
+            One value per evaluation row (its correctness, or a difference of two runs' correctness).
+        rounds (`int`, *optional*, defaults to `2000`):
+            Bootstrap resamples.
+        seed (`int`, *optional*, defaults to `0`):
+            The seed of the resampling.
+
+    Example:
+
+    ```python
+    >>> bootstrap_interval([1.0] * 10)
+    (1.0, 1.0)
+    ```
+    """
+    import numpy as np
+
+    if len(values) == 0:
+        return (math.nan, math.nan)
+    data = np.asarray(values, dtype=float)
+    means = data[np.random.default_rng(seed).integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)

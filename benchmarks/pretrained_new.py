@@ -1,0 +1,305 @@
+"""The pretrained-model experiment: the paper's MWP claim on SmolLM2-135M-Instruct, run as the recipes' commands.
+
+Each phase is a recipe with its YAML file in `recipes/evidence_mwp_smollm2/`; this driver only runs them in order and
+collects their outputs into `docs/benchmarks/pretrained.{md,json,png}` and the per-row files
+`docs/benchmarks/pretrained_rows/<arm>.<critic>.jsonl.gz`. A user reproduces any row with the phase's command
+(`docs/benchmarks.md`, section 4).
+
+Phases: warm start (one epoch) -> the warm start's own samples on training prompts, labelled by the oracle -> the
+baseline (more supervised steps) -> the critics (perturbations only; with the samples, calibrated) -> REFINER with the
+oracle -> REFINER with the trained critic -> the evaluation of each arm on the whole validation file.
+
+Outputs go under `--output-dir` (default `~/.cache/refiner-trl/evidence2`): each phase's folder, its log and its
+`phase.json` (the command and its wall time), written when the phase ends. `--resume` skips finished phases and
+runs an unfinished one with `--resume_from_checkpoint true`, so a phase cut short goes on from its last complete
+checkpoint; `--phases` runs only some; `--render` only collects. `--quick` runs every phase on a tiny model built
+from a config and synthetic data, in minutes (CI runs it).
+
+    python benchmarks/pretrained.py --resume                       # the whole run, hours on a 2-core CPU
+    python benchmarks/pretrained.py --resume --phases warm_start   # one phase (at most 90 minutes each)
+    python benchmarks/pretrained.py --quick --output-dir /tmp/quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes" / "evidence_mwp_smollm2"
+DOCS = ROOT / "docs" / "benchmarks"
+YAML_ROOT = "outputs/evidence-mwp-smollm2"
+"""The outputs' folder in the YAML files; the driver puts it under `--output-dir`."""
+YAML_BASE_MODEL = "outputs/pretrained/smollm2-135m-instruct"
+"""The pretrained model's folder in the YAML files; the driver uses the fetched one (or `--model`)."""
+
+
+@dataclass
+class Phase:
+    """One recipe command: `python recipes/<script> --config recipes/evidence_mwp_smollm2/<config>`."""
+
+    name: str
+    script: str
+    config: str
+    quick: dict[str, Any] = field(default_factory=dict)
+    """Overrides of `--quick` (`None` removes a key)."""
+
+
+TINY = {"model_name_or_path": None, "tiny_architecture": "causal", "tiny_hidden_size": 64, "tiny_num_layers": 2}
+SYNTHETIC = {"train_path": None, "eval_path": None, "synthetic_train_size": 96, "synthetic_eval_size": 24}
+PHASES = [
+    Phase("warm_start", "train_generator.py", "warm_start.yaml", {**TINY, "max_steps": 40, "learning_rate": 3e-3}),
+    Phase("critic_samples", "sample_critic_data.py", "critic_samples.yaml", {"max_train_samples": 48}),
+    Phase("baseline", "train_generator.py", "baseline.yaml", {"max_steps": 4}),
+    Phase("critic_perturbations", "train_critic.py", "critic_perturbations.yaml", {**TINY, "calibration_prompts": 16}),
+    Phase("critic", "train_critic.py", "critic.yaml", {**TINY, "calibration_prompts": 16}),
+    Phase("refiner", "train_mwp.py", "refiner.yaml", {"max_steps": 4}),
+    Phase("refiner_critic", "train_mwp.py", "refiner_critic.yaml", {"max_steps": 4}),
+    Phase("evaluate_baseline", "evaluate.py", "evaluate_baseline.yaml"),
+    Phase("evaluate_refiner", "evaluate.py", "evaluate_refiner.yaml"),
+    Phase("evaluate_refiner_critic", "evaluate.py", "evaluate_refiner_critic.yaml"),
+]
+QUICK_ALL = {
+    **SYNTHETIC,
+    "max_steps": 4,
+    "per_device_train_batch_size": 4,
+    "save_steps": 2,
+    "max_new_tokens": 16,
+    "max_completion_length": 32,
+    "critic_max_new_tokens": 12,
+    "max_eval_samples": 12,
+    "torch_num_threads": 1,
+    "learning_rate": 1e-3,
+}
+"""What `--quick` changes in every phase (where the phase's file has the key, or the phase's own `quick` says)."""
+
+ARMS = {"baseline": "evaluate_baseline", "refiner": "evaluate_refiner", "refiner_critic": "evaluate_refiner_critic"}
+TARGETS = [  # (description, arm, critic, compared arm, compared critic, target in points)
+    ("REFINER + trained critic >= baseline + 10", "refiner", "critic", "baseline", "none", 10.0),
+    ("REFINER + oracle >= baseline + 20", "refiner", "oracle", "baseline", "none", 20.0),
+    ("REFINER + oracle >= baseline + oracle + 5", "refiner", "oracle", "baseline", "oracle", 5.0),
+    ("REFINER(critic) + trained critic >= baseline + 10", "refiner_critic", "critic", "baseline", "none", 10.0),
+]
+
+
+def phase_config(phase: Phase, root: Path, base_model: str, quick: bool) -> Path:
+    """Write the phase's YAML with its paths under `root` (and `--quick`'s changes) to `root/configs/`."""
+    text = (RECIPES / phase.config).read_text(encoding="utf-8")
+    text = text.replace(YAML_BASE_MODEL, base_model).replace(YAML_ROOT, str(root))
+    config = yaml.safe_load(text)
+    if quick:
+        changes = {key: value for key, value in QUICK_ALL.items() if key in config}
+        changes.update(SYNTHETIC)
+        for key, value in {**changes, **phase.quick}.items():
+            config.pop(key, None) if value is None else config.__setitem__(key, value)
+    path = root / "configs" / phase.config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_phase(phase: Phase, root: Path, base_model: str, quick: bool) -> dict[str, Any]:
+    """Run one phase's recipe (resuming from its newest complete checkpoint); write its `phase.json` when done."""
+    output_dir = root / phase.name
+    command = [
+        sys.executable,
+        f"recipes/{phase.script}",
+        "--config",
+        str(phase_config(phase, root, base_model, quick)),
+    ]
+    if any(output_dir.glob("checkpoint-*")):
+        command += ["--resume_from_checkpoint", "true"]
+    print(f"[{time.strftime('%H:%M:%S')}] {phase.name}: {' '.join(command[1:])}", flush=True)
+    started = time.time()
+    with open(root / f"{phase.name}.log", "a", encoding="utf-8") as log:
+        result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=_environment(quick))
+    if result.returncode != 0:
+        raise SystemExit(f"{phase.name} failed (exit {result.returncode}); see {root / f'{phase.name}.log'}")
+    record = {"phase": phase.name, "command": command[1:], "seconds": round(time.time() - started, 1)}
+    (output_dir / "phase.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return record
+
+
+def _environment(quick: bool) -> dict[str, str]:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    if quick:
+        env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def base_model_path(model: str | None, quick: bool) -> str:
+    """The pretrained model: `--model`, else SmolLM2 fetched into the cache (nothing to fetch with `--quick`)."""
+    if model is not None or quick:
+        return model or YAML_BASE_MODEL
+    from refiner_trl.pretrained import fetch
+
+    return str(fetch("smollm2-135m-instruct"))
+
+
+# --------------------------------------------------------------------------------------------------- collecting
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The per-row records of one evaluation run (`rows/<critic>.jsonl.gz` of `recipes/evaluate.py`)."""
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def collect(root: Path, docs: Path) -> dict[str, Any]:
+    """Read every evaluation's per-row files; write the tables, the plot and copies of the rows under `docs`."""
+    from refiner_trl.critics import is_no_error
+    from refiner_trl.report import bootstrap_interval, markdown_table, write_json, write_text
+
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for arm, phase in ARMS.items():
+        for path in sorted((root / phase / "rows").glob("*.jsonl.gz")):
+            runs.setdefault(arm, {})[path.name.removesuffix(".jsonl.gz")] = read_rows(path)
+    if not runs:
+        raise SystemExit(f"no evaluation rows under {root}: run the evaluation phases first")
+    rows_dir = docs / "pretrained_rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    for arm, critics in runs.items():
+        for critic in critics:
+            shutil.copyfile(root / ARMS[arm] / "rows" / f"{critic}.jsonl.gz", rows_dir / f"{arm}.{critic}.jsonl.gz")
+
+    def final(records: list[dict[str, Any]]) -> list[float]:
+        return [float(record["correct"][-1]) for record in records]
+
+    critic_names = list(dict.fromkeys(critic for critics in runs.values() for critic in critics))
+    accuracy = {
+        arm: {critic: _with_interval(final(records)) for critic, records in critics.items()}
+        for arm, critics in runs.items()
+    }
+    quality = {  # each critic on its arm's turn-0 hypotheses, against the oracle's verdict (turn-0 correctness)
+        arm: {critic: _critic_quality(records, is_no_error) for critic, records in critics.items() if critic != "none"}
+        for arm, critics in runs.items()
+    }
+    targets = []
+    for description, arm, critic, other_arm, other_critic, points in TARGETS:
+        if critic not in runs.get(arm, {}) or other_critic not in runs.get(other_arm, {}):
+            continue
+        a, b = final(runs[arm][critic]), final(runs[other_arm][other_critic])
+        difference = [100 * (x - y) for x, y in zip(a, b)]
+        low, high = bootstrap_interval(difference)
+        gain = sum(difference) / len(difference)
+        targets.append({"target": description, "gain": gain, "interval": [low, high], "met": gain >= points})
+    result = {"num_rows": {arm: len(next(iter(c.values()))) for arm, c in runs.items()}, "accuracy": accuracy}
+    result.update(critic_quality=quality, targets=targets, phases=_phase_times(root))
+    write_json(docs / "pretrained.json", result)
+
+    cell = lambda value: "–" if value is None else f"{value['mean']:.1f} [{value['low']:.1f}, {value['high']:.1f}]"  # noqa: E731
+    lines = ["# Pretrained benchmark: equation accuracy % on the validation file, 95% bootstrap intervals", ""]
+    header = ["arm", *[("alone" if c == "none" else f"+ {c}") for c in critic_names]]
+    lines.append(markdown_table(header, [[arm, *[cell(accuracy[arm].get(c)) for c in critic_names]] for arm in runs]))
+    lines += ["", "## Targets (paired differences, points)", ""]
+    rows = [
+        [t["target"], f"{t['gain']:+.1f} [{t['interval'][0]:+.1f}, {t['interval'][1]:+.1f}]", t["met"]]
+        for t in targets
+    ]
+    lines.append(markdown_table(["target", "gain", "met"], rows))
+    lines += [
+        "",
+        "## Each critic on the arm's own turn-0 hypotheses (recall of errors, false alarms on right ones)",
+        "",
+    ]
+    quality_rows = [
+        [arm, critic, f"{q['recall']:.3f}", f"{q['false_alarm']:.3f}", q["num_wrong"], q["num_right"]]
+        for arm, critics in quality.items()
+        for critic, q in critics.items()
+    ]
+    lines.append(markdown_table(["arm", "critic", "recall", "false alarms", "wrong", "right"], quality_rows))
+    lines += ["", "## Phases (wall time)", ""]
+    lines.append(markdown_table(["phase", "minutes"], [[n, f"{s / 60:.1f}"] for n, s in result["phases"].items()]))
+    write_text(docs / "pretrained.md", "\n".join(lines) + "\n")
+    _plot(runs, docs / "pretrained.png")
+    print("\n".join(lines))
+    return result
+
+
+def _with_interval(values: list[float]) -> dict[str, float]:
+    from refiner_trl.report import bootstrap_interval
+
+    low, high = bootstrap_interval(values)
+    return {"mean": 100 * sum(values) / len(values), "low": 100 * low, "high": 100 * high}
+
+
+def _critic_quality(records: list[dict[str, Any]], is_no_error: Any) -> dict[str, float]:
+    flagged = [not is_no_error(record["feedback"][0]) for record in records]
+    wrong = [not record["correct"][0] for record in records]
+    num_wrong = sum(wrong)
+    num_right = len(wrong) - num_wrong
+    return {
+        "recall": sum(f and w for f, w in zip(flagged, wrong)) / max(num_wrong, 1),
+        "false_alarm": sum(f and not w for f, w in zip(flagged, wrong)) / max(num_right, 1),
+        "num_wrong": num_wrong,
+        "num_right": num_right,
+    }
+
+
+def _phase_times(root: Path) -> dict[str, float]:
+    times = {}
+    for phase in PHASES:
+        path = root / phase.name / "phase.json"
+        if path.is_file():
+            times[phase.name] = json.loads(path.read_text(encoding="utf-8"))["seconds"]
+    return times
+
+
+def _plot(runs: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    styles = ["-", "--", ":", "-."]
+    for colour, (arm, critics) in zip(plt.cm.tab10.colors, runs.items()):
+        for style, (critic, records) in zip(styles * 3, ((c, r) for c, r in critics.items() if c != "none")):
+            turns = len(records[0]["correct"])
+            by_turn = [100 * sum(r["correct"][t] for r in records) / len(records) for t in range(turns)]
+            axis.plot(range(turns), by_turn, style, color=colour, marker="o", label=f"{arm} + {critic}")
+    axis.set_xlabel("refine turn")
+    axis.set_ylabel("equation accuracy %")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the phases (all, or `--phases`), then collect the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", type=Path, default=Path.home() / ".cache" / "refiner-trl" / "evidence2")
+    parser.add_argument("--docs-dir", type=Path, default=DOCS, help="Where the tables, plot and rows go.")
+    parser.add_argument("--model", help="The pretrained model's folder (default: SmolLM2, fetched).")
+    parser.add_argument("--phases", nargs="+", choices=[p.name for p in PHASES], help="Only these phases.")
+    parser.add_argument("--resume", action="store_true", help="Skip finished phases; resume an unfinished one.")
+    parser.add_argument("--render", action="store_true", help="Only collect the finished evaluations.")
+    parser.add_argument("--quick", action="store_true", help="Tiny model, synthetic data, minutes (CI).")
+    args = parser.parse_args(argv)
+    root = args.output_dir.expanduser().resolve()
+    if not args.render:
+        base_model = base_model_path(args.model, args.quick)
+        for phase in PHASES:
+            if args.phases and phase.name not in args.phases:
+                continue
+            if args.resume and (root / phase.name / "phase.json").is_file():
+                print(f"{phase.name}: done")
+                continue
+            run_phase(phase, root, base_model, args.quick)
+    collect(root, args.docs_dir)
+
+
+if __name__ == "__main__":
+    main()
