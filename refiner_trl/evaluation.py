@@ -18,11 +18,11 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .chat import Prompt, plain_text
-from .critics import Critic
+from .critics import Critic, is_no_error
 from .data import COMPLETION, PROMPT
 from .generators import Generator, as_generator, checked_generate
 from .refinement import RefinementTrace, refine, refine_metrics
-from .report import json_ready, markdown_table, percent, write_json, write_text
+from .report import bootstrap_interval, json_ready, markdown_table, percent, write_json, write_text
 from .tasks.base import Task
 
 GENERATOR_ALONE = "generator alone"
@@ -111,6 +111,17 @@ class CriticRun:
             [`refine_metrics`] of the traces: acceptance and number of refinements.
         examples (`list[dict[str, Any]]`):
             A few traces (prompt, hypotheses, feedback, reference) to read.
+        interval (`list[float]`, *optional*):
+            95% bootstrap interval over the rows of the final primary metric.
+        gain (`dict[str, float]`, *optional*):
+            The paired difference of the final primary metric from the generator alone's (`mean`, `low`, `high`, in
+            the metric's unit), when the evaluation has a generator-alone run.
+        critic_quality (`dict[str, float]`, *optional*):
+            The critic's verdicts on the turn-0 hypotheses against the oracle's: `recall` (share of the wrong ones
+            it flagged), `false_alarm` (share of the right ones it flagged), `num_wrong`, `num_right`.
+        rows (`list[dict[str, Any]]`):
+            Per row: `row` (its index), `hypotheses` and `feedback` at each turn, and `scores`, the primary metric of
+            the row's hypothesis after each turn 0..T. Written to `rows/<name>.jsonl.gz`, not to `results.json`.
     """
 
     name: str
@@ -119,6 +130,10 @@ class CriticRun:
     by_turn: list[dict[str, float]]
     refine: dict[str, float] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    interval: list[float] | None = None
+    gain: dict[str, float] | None = None
+    critic_quality: dict[str, float] | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def final(self) -> dict[str, float]:
@@ -150,8 +165,11 @@ class EvaluationResult:
     runs: list[CriticRun]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (NaN becomes `null`)."""
-        return json_ready(asdict(self))
+        """A JSON-ready dict (NaN becomes `null`), without the runs' per-row records."""
+        data = json_ready(asdict(self))
+        for run in data["runs"]:
+            run.pop("rows")
+        return data
 
 
 def run_label(name: str, critic: Critic | None, max_turns: int) -> str:
@@ -246,6 +264,7 @@ def evaluate_refinement(
     def score(predictions: list[str]) -> dict[str, float]:
         return task.score(predictions, rows_list)
 
+    oracle_wrong: list[bool] | None = None  # the oracle's verdict on z_0, computed once for every critic
     runs: list[CriticRun] = []
     with tqdm(critics.items(), desc="evaluate", unit="critic", disable=not progress) as bar:
         for name, critic in bar:
@@ -259,19 +278,25 @@ def evaluate_refinement(
                 max_turns=turns,
                 progress=progress,
             )
+            if critic is not None and turns > 0 and oracle_wrong is None:
+                oracle_wrong = _oracle_verdicts(task, traces, references)
+            by_turn = scores_by_turn(score, traces, turns)
             runs.append(
                 CriticRun(
                     name=name,
                     label=run_label(name, critic, turns),
                     max_turns=turns,
-                    by_turn=scores_by_turn(score, traces, turns),
+                    by_turn=by_turn,
                     refine=refine_metrics(traces),
                     examples=[
                         {**asdict(trace), "reference": reference}
                         for trace, reference in zip(traces[:num_examples_kept], references)
                     ],
+                    critic_quality=None if critic is None or turns == 0 else critic_quality(traces, oracle_wrong),
+                    rows=_row_records(task, traces, rows_list, turns, primary_metric(task, by_turn[-1])),
                 )
             )
+    _add_intervals(runs)
     first = runs[0].final if runs else None
     return EvaluationResult(
         task=task.name,
@@ -280,6 +305,61 @@ def evaluate_refinement(
         num_examples=len(rows_list),
         runs=runs,
     )
+
+
+def _oracle_verdicts(task: Task, traces: Sequence[RefinementTrace], references: list[str]) -> list[bool]:
+    first = hypotheses_at_turn(traces, 0)
+    feedback = task.oracle_critic().critique([plain_text(t.prompt) for t in traces], first, references)
+    return [not is_no_error(text) for text in feedback]
+
+
+def critic_quality(traces: Sequence[RefinementTrace], wrong: Sequence[bool]) -> dict[str, float]:
+    """How well a critic judged the turn-0 hypotheses, against the oracle's verdicts.
+
+    Args:
+        traces (`Sequence[RefinementTrace]`):
+            What [`refine`] returned with the critic; `feedback[0]` is its verdict on z_0.
+        wrong (`Sequence[bool]`):
+            The oracle's verdict on each z_0: whether it is wrong.
+
+    Returns:
+        `dict[str, float]`: `recall` (wrong hypotheses flagged / wrong ones), `false_alarm` (right hypotheses flagged
+        / right ones; NaN when a class is empty), `num_wrong` and `num_right`.
+    """
+    flagged = [not is_no_error(trace.feedback[0]) for trace in traces]
+    num_wrong = sum(wrong)
+    num_right = len(wrong) - num_wrong
+    hits = sum(f and w for f, w in zip(flagged, wrong))
+    alarms = sum(f and not w for f, w in zip(flagged, wrong))
+    return {
+        "recall": hits / num_wrong if num_wrong else math.nan,
+        "false_alarm": alarms / num_right if num_right else math.nan,
+        "num_wrong": num_wrong,
+        "num_right": num_right,
+    }
+
+
+def _row_records(
+    task: Task, traces: Sequence[RefinementTrace], rows: list[dict[str, Any]], turns: int, metric: str
+) -> list[dict[str, Any]]:
+    by_turn = [task.row_scores(hypotheses_at_turn(traces, t), rows, metric) for t in range(turns + 1)]
+    return [
+        {"row": i, "hypotheses": trace.hypotheses, "feedback": trace.feedback, "scores": [s[i] for s in by_turn]}
+        for i, trace in enumerate(traces)
+    ]
+
+
+def _add_intervals(runs: list[CriticRun]) -> None:
+    """Each run's bootstrap interval, and its paired gain over the generator alone (when there is such a run)."""
+    finals = {run.name: [row["scores"][-1] for row in run.rows] for run in runs}
+    alone = next((finals[run.name] for run in runs if run.max_turns == 0), None)
+    for run in runs:
+        values = finals[run.name]
+        run.interval = list(bootstrap_interval(values))
+        if alone is not None and run.max_turns > 0:
+            difference = [a - b for a, b in zip(values, alone)]
+            low, high = bootstrap_interval(difference)
+            run.gain = {"mean": sum(difference) / len(difference), "low": low, "high": high}
 
 
 def standard_critics(
@@ -321,11 +401,37 @@ def format_table(result: EvaluationResult) -> str:
         [
             run.label,
             *(percent(run.final.get(m)) for m in result.metrics),
+            _interval(run.interval),
+            "–"
+            if run.gain is None
+            else f"{100 * run.gain['mean']:+.1f} {_interval([run.gain['low'], run.gain['high']], '+')}",
             "–" if run.max_turns == 0 else f"{run.refine.get('mean_refinements', 0.0):.2f}",
         ]
         for run in result.runs
     ]
-    return markdown_table(["", *result.metrics, "refinements / example"], rows)
+    header = ["", *result.metrics, "95% interval", "gain vs alone", "refinements / example"]
+    return markdown_table(header, rows)
+
+
+def _interval(interval: Sequence[float] | None, sign: str = "") -> str:
+    if interval is None or any(math.isnan(v) for v in interval):
+        return "–"
+    return f"[{100 * interval[0]:{sign}.1f}, {100 * interval[1]:{sign}.1f}]"
+
+
+def format_critic_quality(result: EvaluationResult) -> str:
+    """A markdown table of each critic's recall and false alarms on the turn-0 hypotheses, against the oracle.
+
+    Args:
+        result ([`EvaluationResult`]):
+            What [`evaluate_refinement`] returned.
+    """
+    rows = [
+        [run.label, percent(q["recall"]), percent(q["false_alarm"]), q["num_wrong"], q["num_right"]]
+        for run in result.runs
+        if (q := run.critic_quality) is not None
+    ]
+    return markdown_table(["", "recall %", "false alarms %", "wrong z_0", "right z_0"], rows)
 
 
 def format_turn_table(result: EvaluationResult) -> str:
@@ -413,12 +519,39 @@ def write_report(result: EvaluationResult, output_dir: str | Path, title: str | 
     title = title or f"REFINER evaluation: {result.task}"
     markdown = write_text(
         output_dir / "results.md",
-        f"# {title}\n\n{result.num_examples} examples; metrics in %, of the final hypotheses.\n\n"
-        f"{format_table(result)}\n\n## {result.primary_metric} after each turn\n\n{format_turn_table(result)}\n",
+        f"# {title}\n\n{result.num_examples} examples; metrics in %, of the final hypotheses; 95% bootstrap "
+        f"intervals of {result.primary_metric} over the rows (the gain: paired, against the generator alone).\n\n"
+        f"{format_table(result)}\n\n## {result.primary_metric} after each turn\n\n{format_turn_table(result)}\n"
+        f"\n## Each critic on the generator's turn-0 hypotheses, against the oracle\n\n"
+        f"{format_critic_quality(result)}\n",
     )
     data = write_json(output_dir / "results.json", {"title": title, **result.to_dict()})
     plot = plot_metric_by_turn(result, output_dir / "metric_by_turn.png", title=title)
-    return {"markdown": markdown, "json": data, "plot": plot}
+    for run in result.runs:
+        write_rows(run.rows, output_dir / "rows" / f"{run.name}.jsonl.gz")
+    return {"markdown": markdown, "json": data, "plot": plot, "rows": output_dir / "rows"}
+
+
+def write_rows(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write per-row records as gzip-compressed JSON lines, atomically (`<path>.partial`, then renamed).
+
+    Args:
+        records (`Sequence[dict]`):
+            E.g. a [`CriticRun`]'s `rows`.
+        path (`str` or `Path`):
+            The `.jsonl.gz` file; its folder is created.
+    """
+    import gzip
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    # mtime=0: the same rows give the same bytes, so committed files change only when their rows do.
+    with gzip.GzipFile(partial, "wb", mtime=0) as handle:
+        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
+    os.replace(partial, path)
+    return path
 
 
 def evaluate_and_report(

