@@ -18,45 +18,28 @@ Writes to `output_dir`: the critic and its tokenizer (load with `ModelCritic(out
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from transformers import set_seed
 
+from refiner_trl.builders import get_peft_config, load_model, load_task_data
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
 from refiner_trl.critics import ModelCritic
-from refiner_trl.recipe_args import CriticModelArguments, ModelArguments, TaskArguments
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.report import write_json
+from refiner_trl.script_args import CriticArguments, ModelArguments, TaskArguments
 from refiner_trl.supervised import SupervisedConfig, train_supervised
 
-
-@dataclass
-class CriticScriptArguments:
-    """
-    How the critic data is built and how much of the held-out evaluation is shown.
-
-    Parameters:
-        negatives_per_example (`int`, *optional*, defaults to `2`):
-            Perturbed completions per gold row in the critic data (each gold row also gives one "No error." row).
-        num_examples_shown (`int`, *optional*, defaults to `8`):
-            Held-out examples (input end, gold feedback, predicted feedback) printed and saved.
-    """
-
-    negatives_per_example: int = field(default=2, metadata={"help": "Perturbed completions per gold row."})
-    num_examples_shown: int = field(default=8, metadata={"help": "Held-out examples printed and saved."})
-
-
-CRITIC_ARGUMENTS = (TaskArguments, ModelArguments, CriticModelArguments, CriticScriptArguments, SupervisedConfig)
+CRITIC_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, SupervisedConfig)
 """The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
 def main(
     task_args: TaskArguments,
     model_args: ModelArguments,
-    critic_args: CriticModelArguments,
-    script_args: CriticScriptArguments,
+    critic_args: CriticArguments,
     training_args: SupervisedConfig,
 ) -> dict:
     """Build critic data, train, save, evaluate; return the evaluation (also written to `critic_eval.json`).
@@ -65,29 +48,27 @@ def main(
     others return `{}`).
     """
     # Threads and seed
-    if training_args.torch_num_threads is not None:
-        torch.set_num_threads(training_args.torch_num_threads)
+    if model_args.torch_num_threads is not None:
+        torch.set_num_threads(model_args.torch_num_threads)
     set_seed(training_args.seed)
 
     # Critic data: the task's automatic perturbations of the gold completions
-    task, train_rows, eval_rows = task_args.load()
+    task, train_rows, eval_rows = load_task_data(task_args)
     critic_train = task.build_critic_dataset(
-        train_rows, seed=task_args.synthetic_seed, negatives_per_example=script_args.negatives_per_example
+        train_rows, seed=task_args.synthetic_seed, negatives_per_example=critic_args.negatives_per_example
     )
     critic_eval = task.build_critic_dataset(
-        eval_rows, seed=task_args.synthetic_seed + 1, negatives_per_example=script_args.negatives_per_example
+        eval_rows, seed=task_args.synthetic_seed + 1, negatives_per_example=critic_args.negatives_per_example
     )
     print(f"critic data ({task.name}): {len(critic_train)} training rows, {len(critic_eval)} held-out rows")
 
     # Model: loaded by name, or a tiny one whose tokenizer learns the critic data's texts
     texts = [f"{p} {c}" for p, c in zip(critic_train["prompt"], critic_train["completion"])]
-    model, tokenizer = model_args.load(
-        texts, training_args.trust_remote_code, training_args.seed, training_args.model_init_kwargs
-    )
+    model, tokenizer = load_model(model_args, texts, training_args.seed)
 
     # Train and save
     eval_dataset = critic_eval if training_args.eval_strategy != "no" else None
-    peft_config = model_args.peft_config(model)
+    peft_config = get_peft_config(model_args, model)
     trainer = train_supervised(
         model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset, peft_config=peft_config
     )
@@ -99,7 +80,7 @@ def main(
     critic = ModelCritic(
         trainer.model,
         tokenizer,
-        max_prompt_length=training_args.max_prompt_length or 512,
+        max_prompt_length=training_args.max_prompt_length,
         max_new_tokens=critic_args.critic_max_new_tokens,
         batch_size=critic_args.critic_batch_size,
     )
@@ -108,7 +89,7 @@ def main(
     examples = [
         {"input_end": row["prompt"][-160:], "gold": row["completion"], "predicted": predicted}
         for row, predicted in zip(
-            critic_eval.select(range(min(script_args.num_examples_shown, len(critic_eval)))), predictions
+            critic_eval.select(range(min(critic_args.num_examples_shown, len(critic_eval)))), predictions
         )
     ]
     print(f"\nheld-out critic evaluation ({len(critic_eval)} rows):\n{format_critic_report(result)}\n")
