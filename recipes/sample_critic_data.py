@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
+from refiner_trl.builders import load_model, load_task_data
 from refiner_trl.config import RefinerConfig
 from refiner_trl.critic_samples import SAMPLES_FILE, sample_critic_data
 from refiner_trl.critics import is_no_error
 from refiner_trl.generators import ModelGenerator
-from refiner_trl.recipe_args import ModelArguments, TaskArguments
 from refiner_trl.recipe_parser import parse_recipe_args
+from refiner_trl.script_args import ModelArguments, TaskArguments
 
 SAMPLING_ARGUMENTS = (TaskArguments, ModelArguments, RefinerConfig)
 """The dataclasses this recipe parses; of `RefinerConfig` it reads the exploration settings and `output_dir`."""
@@ -32,15 +33,15 @@ SAMPLING_ARGUMENTS = (TaskArguments, ModelArguments, RefinerConfig)
 def main(task_args: TaskArguments, model_args: ModelArguments, args: RefinerConfig) -> Path:
     """Sample, label and append; return the samples file."""
     # Threads
-    if args.torch_num_threads is not None:
-        torch.set_num_threads(args.torch_num_threads)
+    if model_args.torch_num_threads is not None:
+        torch.set_num_threads(model_args.torch_num_threads)
 
     # Task data: the training rows are the prompts (max_train_samples keeps the first ones)
-    task, train_rows, _ = task_args.load()
+    task, train_rows, _ = load_task_data(task_args)
 
     # The generator, sampling as REFINER's exploration does
     texts = task.tokenizer_texts(train_rows) if model_args.tiny_architecture else []
-    model, tokenizer = model_args.load(texts, args.trust_remote_code, args.seed, args.model_init_kwargs)
+    model, tokenizer = load_model(model_args, texts, args.seed)
     generator = ModelGenerator(
         model,
         tokenizer,

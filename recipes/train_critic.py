@@ -19,74 +19,31 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from transformers import set_seed
 
+from refiner_trl.builders import get_peft_config, load_model, load_task_data
 from refiner_trl.critic_calibration import calibrate, calibration_summary, completion_logprobs
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
 from refiner_trl.critic_samples import critic_rows, read_samples, split_calibration
 from refiner_trl.critics import NO_ERROR, ModelCritic, is_no_error
-from refiner_trl.recipe_args import CriticModelArguments, ModelArguments, TaskArguments
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.report import write_json
+from refiner_trl.script_args import CriticArguments, ModelArguments, TaskArguments
 from refiner_trl.supervised import SupervisedConfig, train_supervised
 from refiner_trl.templates import render_critic_input
 
-
-@dataclass
-class CriticScriptArguments:
-    """
-    How the critic data is built and how much of the held-out evaluation is shown.
-
-    Parameters:
-        negatives_per_example (`int`, *optional*, defaults to `2`):
-            Perturbed completions per gold row in the critic data (each gold row also gives one "No error." row).
-        num_examples_shown (`int`, *optional*, defaults to `8`):
-            Held-out examples (input end, gold feedback, predicted feedback) printed and saved.
-        generator_samples (`str`, *optional*):
-            A `generator_samples.jsonl` of `recipes/sample_critic_data.py`: a generator's own samples on the training
-            rows, labelled by the task's oracle, that join the critic data.
-        generator_sample_share (`float`, *optional*):
-            The generator samples' share of the critic data, in [0, 1]; the larger side is subsampled
-            ([`~refiner_trl.critic_samples.mix_at_share`]). Unset: every row as it comes.
-        calibration_prompts (`int`, *optional*, defaults to `0`):
-            Hold out the samples of the last N sampled prompts (and those prompts' gold and perturbation rows) and
-            calibrate the critic's "No error." threshold on them after training (`calibration.json` and
-            `calibration_curve.png` in `output_dir`; [`ModelCritic`] applies it when it loads the folder).
-        max_false_alarm (`float`, *optional*, defaults to `0.2`):
-            The calibration's bound on the share of right held-out samples the critic may flag.
-    """
-
-    negatives_per_example: int = field(default=2, metadata={"help": "Perturbed completions per gold row."})
-    num_examples_shown: int = field(default=8, metadata={"help": "Held-out examples printed and saved."})
-    generator_samples: str | None = field(
-        default=None, metadata={"help": "generator_samples.jsonl of recipes/sample_critic_data.py."}
-    )
-    generator_sample_share: float | None = field(
-        default=None, metadata={"help": "Share of generator samples in the critic data (unset: all rows)."}
-    )
-    calibration_prompts: int = field(
-        default=0, metadata={"help": "Hold out the last N sampled prompts to calibrate the no-error threshold."}
-    )
-    max_false_alarm: float = field(default=0.2, metadata={"help": "Bound on the calibrated critic's false alarms."})
-
-    def __post_init__(self) -> None:
-        if self.calibration_prompts and self.generator_samples is None:
-            raise ValueError("calibration_prompts: the calibration needs generator_samples to hold out")
-
-
-CRITIC_ARGUMENTS = (TaskArguments, ModelArguments, CriticModelArguments, CriticScriptArguments, SupervisedConfig)
+CRITIC_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, SupervisedConfig)
 """The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
 def main(
     task_args: TaskArguments,
     model_args: ModelArguments,
-    critic_args: CriticModelArguments,
-    script_args: CriticScriptArguments,
+    critic_args: CriticArguments,
     training_args: SupervisedConfig,
 ) -> dict:
     """Build critic data, train, save, evaluate; return the evaluation (also written to `critic_eval.json`).
@@ -95,38 +52,36 @@ def main(
     others return `{}`).
     """
     # Threads and seed
-    if training_args.torch_num_threads is not None:
-        torch.set_num_threads(training_args.torch_num_threads)
+    if model_args.torch_num_threads is not None:
+        torch.set_num_threads(model_args.torch_num_threads)
     set_seed(training_args.seed)
 
     # Critic data: the task's automatic perturbations of the gold completions, and a generator's own samples
-    task, train_rows, eval_rows = task_args.load()
-    records = read_samples(script_args.generator_samples) if script_args.generator_samples else []
-    records, calibration_records = split_calibration(records, script_args.calibration_prompts)
+    task, train_rows, eval_rows = load_task_data(task_args)
+    records = read_samples(critic_args.generator_samples) if critic_args.generator_samples else []
+    records, calibration_records = split_calibration(records, critic_args.calibration_prompts)
     critic_train = critic_rows(
         task,
         train_rows,
         records,
-        share=script_args.generator_sample_share,
-        negatives_per_example=script_args.negatives_per_example,
+        share=critic_args.generator_sample_share,
+        negatives_per_example=critic_args.negatives_per_example,
         seed=task_args.synthetic_seed,
         excluded=[record["index"] for record in calibration_records],
     )
     critic_eval = task.build_critic_dataset(
-        eval_rows, seed=task_args.synthetic_seed + 1, negatives_per_example=script_args.negatives_per_example
+        eval_rows, seed=task_args.synthetic_seed + 1, negatives_per_example=critic_args.negatives_per_example
     )
     sources = Counter(critic_train["source"])
     print(f"critic data ({task.name}): {len(critic_train)} training rows {dict(sources)}, {len(critic_eval)} held out")
 
     # Model: loaded by name, or a tiny one whose tokenizer learns the critic data's texts
     texts = [f"{p} {c}" for p, c in zip(critic_train["prompt"], critic_train["completion"])]
-    model, tokenizer = model_args.load(
-        texts, training_args.trust_remote_code, training_args.seed, training_args.model_init_kwargs
-    )
+    model, tokenizer = load_model(model_args, texts, training_args.seed)
 
     # Train and save
     eval_dataset = critic_eval if training_args.eval_strategy != "no" else None
-    peft_config = model_args.peft_config(model)
+    peft_config = get_peft_config(model_args, model)
     trainer = train_supervised(
         model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset, peft_config=peft_config
     )
@@ -138,7 +93,7 @@ def main(
     critic = ModelCritic(
         trainer.model,
         tokenizer,
-        max_prompt_length=training_args.max_prompt_length or 512,
+        max_prompt_length=training_args.max_prompt_length,
         max_new_tokens=critic_args.critic_max_new_tokens,
         batch_size=critic_args.critic_batch_size,
     )
@@ -147,7 +102,7 @@ def main(
     examples = [
         {"input_end": row["prompt"][-160:], "gold": row["completion"], "predicted": predicted}
         for row, predicted in zip(
-            critic_eval.select(range(min(script_args.num_examples_shown, len(critic_eval)))), predictions
+            critic_eval.select(range(min(critic_args.num_examples_shown, len(critic_eval)))), predictions
         )
     ]
     print(f"\nheld-out critic evaluation ({len(critic_eval)} rows):\n{format_critic_report(result)}\n")
@@ -162,7 +117,7 @@ def main(
             trainer.model, tokenizer, inputs, NO_ERROR, training_args.max_prompt_length, critic_args.critic_batch_size
         )
         wrong = [not is_no_error(f) for r in calibration_records for f in r["feedback"]]
-        calibration = calibrate(scores, wrong, script_args.max_false_alarm)
+        calibration = calibrate(scores, wrong, critic_args.max_false_alarm)
         calibration.save(training_args.output_dir)
         print(f"calibration on {len(inputs)} held-out samples: {calibration_summary(calibration)}")
 

@@ -3,7 +3,7 @@
 Causal models train with TRL's `SFTTrainer` (completion-only loss), encoder-decoders with `Seq2SeqTrainer`. The model
 and tokenizer are saved to `output_dir`, the `model_name_or_path` of the REFINER recipe that follows; the evaluation
 rows are then refined without a critic and with each critic, and the table is printed. The critic arguments only
-name the table's trained critic.
+name the table's trained and LLM critics.
 
     python recipes/train_generator.py --config recipes/generator_mwp_tiny.yaml
     accelerate launch --config_file ds_configs/accelerate_zero2.yaml recipes/train_generator.py \
@@ -17,13 +17,14 @@ import os
 import torch
 from transformers import set_seed
 
-from refiner_trl.evaluation import EvaluationResult, evaluate_and_report
+from refiner_trl.builders import get_peft_config, load_model, load_task_data
+from refiner_trl.evaluation import EvaluationResult, evaluate_and_report, evaluation_critics, turns_by_critic
 from refiner_trl.generators import ModelGenerator
-from refiner_trl.recipe_args import CriticArguments, ModelArguments, RecipeArguments, TaskArguments
 from refiner_trl.recipe_parser import parse_recipe_args
+from refiner_trl.script_args import CriticArguments, EvaluationArguments, ModelArguments, TaskArguments
 from refiner_trl.supervised import SupervisedConfig, train_supervised
 
-GENERATOR_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, RecipeArguments, SupervisedConfig)
+GENERATOR_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, SupervisedConfig)
 """The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
@@ -31,7 +32,7 @@ def main(
     task_args: TaskArguments,
     model_args: ModelArguments,
     critic_args: CriticArguments,
-    recipe_args: RecipeArguments,
+    eval_args: EvaluationArguments,
     args: SupervisedConfig,
 ) -> EvaluationResult | None:
     """Train the generator supervised, save it, evaluate it; returns the evaluation on the main process."""
@@ -41,16 +42,16 @@ def main(
             "recipes (recipes/train_refiner.py, train_mwp.py, train_snlr.py, train_ms.py)"
         )
     # Threads and seed
-    if args.torch_num_threads is not None:
-        torch.set_num_threads(args.torch_num_threads)
+    if model_args.torch_num_threads is not None:
+        torch.set_num_threads(model_args.torch_num_threads)
     set_seed(args.seed)
 
     # Task data
-    task, train_rows, eval_rows = task_args.load()
+    task, train_rows, eval_rows = load_task_data(task_args)
 
     # Model: loaded by name, or a tiny one whose tokenizer learns the task's texts
     texts = task.tokenizer_texts(train_rows) if model_args.tiny_architecture else []
-    model, tokenizer = model_args.load(texts, args.trust_remote_code, args.seed, args.model_init_kwargs)
+    model, tokenizer = load_model(model_args, texts, args.seed)
 
     # Trainer: SFTTrainer (causal) or Seq2SeqTrainer (encoder-decoder)
     trainer = train_supervised(
@@ -59,26 +60,26 @@ def main(
         train_rows,
         args,
         eval_dataset=eval_rows if args.eval_strategy != "no" else None,
-        peft_config=model_args.peft_config(model),
+        peft_config=get_peft_config(model_args, model),
         train=False,
     )
 
     # Train (resuming when asked) and save
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
-    if not recipe_args.evaluate_after_training or not trainer.accelerator.is_main_process:
+    if not eval_args.evaluate_after_training or not trainer.accelerator.is_main_process:
         return None
 
     # Evaluate: the generator alone, + trained critic, + LLM critic, + oracle critic
     generator = ModelGenerator.from_trainer(
         trainer,
-        max_prompt_length=args.max_prompt_length or 512,
-        max_new_tokens=recipe_args.eval_max_new_tokens or args.max_completion_length or 64,
-        trust_remote_code=args.trust_remote_code,
+        max_prompt_length=eval_args.eval_max_prompt_length,
+        max_new_tokens=eval_args.eval_max_new_tokens,
+        trust_remote_code=model_args.trust_remote_code,
     )
-    critics = critic_args.table_critics(task, args.trust_remote_code, args.device, trained=recipe_args.eval_critic)
+    critics = evaluation_critics(task, critic_args, eval_args, model_args.trust_remote_code, args.device)
     title = f"Warm-start generator on {task.name}: {model_args.display_name}, {len(eval_rows)} evaluation rows"
-    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, recipe_args.eval_max_turns)
+    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, turns_by_critic(eval_args))
 
 
 if __name__ == "__main__":

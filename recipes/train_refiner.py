@@ -22,12 +22,14 @@ import torch
 from transformers import set_seed
 
 from refiner_trl import RefinerConfig, RefinerTrainer
-from refiner_trl.evaluation import EvaluationResult, evaluate_and_report
+from refiner_trl.builders import get_peft_config, load_model, load_task_data
+from refiner_trl.critics import load_critic
+from refiner_trl.evaluation import EvaluationResult, evaluate_and_report, evaluation_critics, turns_by_critic
 from refiner_trl.generators import ModelGenerator
-from refiner_trl.recipe_args import CriticArguments, ModelArguments, RecipeArguments, TaskArguments
 from refiner_trl.recipe_parser import parse_recipe_args
+from refiner_trl.script_args import CriticArguments, EvaluationArguments, ModelArguments, TaskArguments
 
-REFINER_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, RecipeArguments, RefinerConfig)
+REFINER_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, RefinerConfig)
 """The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
 
 
@@ -35,7 +37,7 @@ def main(
     task_args: TaskArguments,
     model_args: ModelArguments,
     critic_args: CriticArguments,
-    recipe_args: RecipeArguments,
+    eval_args: EvaluationArguments,
     args: RefinerConfig,
 ) -> EvaluationResult | None:
     """Train the generator with the critic, save it, evaluate it; returns the evaluation on the main process.
@@ -44,19 +46,19 @@ def main(
     evaluates, writes the report and prints.
     """
     # Threads and seed
-    if args.torch_num_threads is not None:
-        torch.set_num_threads(args.torch_num_threads)
+    if model_args.torch_num_threads is not None:
+        torch.set_num_threads(model_args.torch_num_threads)
     set_seed(args.seed)
 
     # Task data: the task's files or Hub dataset, else its synthetic rows
-    task, train_rows, eval_rows = task_args.load()
+    task, train_rows, eval_rows = load_task_data(task_args)
 
     # Model: loaded by name, or a tiny one whose tokenizer learns the task's texts
     texts = task.tokenizer_texts(train_rows, args.refine_template) if model_args.tiny_architecture else []
-    model, tokenizer = model_args.load(texts, args.trust_remote_code, args.seed, args.model_init_kwargs)
+    model, tokenizer = load_model(model_args, texts, args.seed)
 
     # Critic: the oracle, a trained critic on the training device, or an LLM behind an API
-    critic = critic_args.build(task, args.trust_remote_code, device=args.device)
+    critic = load_critic(critic_args.critic, task, critic_args, model_args.trust_remote_code, device=args.device)
 
     # Trainer
     trainer = RefinerTrainer(
@@ -66,26 +68,26 @@ def main(
         train_dataset=train_rows,
         eval_dataset=eval_rows if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
-        peft_config=model_args.peft_config(model),
+        peft_config=get_peft_config(model_args, model),
     )
 
     # Train (resuming when asked) and save
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
-    if not recipe_args.evaluate_after_training or not trainer.accelerator.is_main_process:
+    if not eval_args.evaluate_after_training or not trainer.accelerator.is_main_process:
         return None
 
     # Evaluate: the generator alone, + trained critic, + LLM critic, + oracle critic
     generator = ModelGenerator.from_trainer(
         trainer,
-        max_prompt_length=args.max_prompt_length or 512,
-        max_new_tokens=recipe_args.eval_max_new_tokens or args.max_new_tokens,
-        trust_remote_code=args.trust_remote_code,
+        max_prompt_length=eval_args.eval_max_prompt_length,
+        max_new_tokens=eval_args.eval_max_new_tokens,
+        trust_remote_code=model_args.trust_remote_code,
         chat_template_kwargs=args.chat_template_kwargs,
     )
-    critics = critic_args.table_critics(task, args.trust_remote_code, args.device, trained=recipe_args.eval_critic)
+    critics = evaluation_critics(task, critic_args, eval_args, model_args.trust_remote_code, args.device)
     title = f"REFINER on {task.name}: {model_args.display_name}, {len(eval_rows)} evaluation rows"
-    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, recipe_args.eval_max_turns)
+    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, turns_by_critic(eval_args))
 
 
 if __name__ == "__main__":

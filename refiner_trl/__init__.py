@@ -20,8 +20,8 @@ _EXPORTS = {
     "Critic": "critics",
     "CallableCritic": "critics",
     "ModelCritic": "critics",
-    "HumanCritic": "human_critic",
-    "LLMCritic": "llm_critic",
+    "HumanCritic": "critics",
+    "LLMCritic": "critics",
     "Generator": "generators",
     "GeneratorError": "generators",
     "ModelGenerator": "generators",
@@ -57,7 +57,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .config import RefinerConfig
-    from .critics import NO_ERROR, CallableCritic, Critic, ModelCritic, as_critic
+    from .critics import NO_ERROR, CallableCritic, Critic, HumanCritic, LLMCritic, ModelCritic, as_critic
     from .generators import (
         CallableGenerator,
         Generator,
@@ -66,8 +66,6 @@ if TYPE_CHECKING:
         OpenAIChatGenerator,
         as_generator,
     )
-    from .human_critic import HumanCritic
-    from .llm_critic import LLMCritic
     from .tasks import get_task
     from .trainer import RefinerTrainer
 

@@ -19,7 +19,8 @@ NONFINITE_LOSS_ACTIONS = ("raise", "skip")
 class SupervisedConfig(TrainingArguments):
     r"""
     Training arguments of [`~refiner_trl.supervised.train_supervised`] and the base of [`RefinerConfig`]:
-    [`~transformers.TrainingArguments`], the model's loading settings and the two length limits.
+    [`~transformers.TrainingArguments`], `model_init_kwargs` and the two length limits. The recipes' model settings
+    (`dtype`, `trust_remote_code`, `torch_num_threads`, ...) are [`~refiner_trl.script_args.ModelArguments`]'.
 
     Any `TrainingArguments` works with `train_supervised` ([`RefinerConfig`], [`~trl.SFTConfig`],
     [`~transformers.Seq2SeqTrainingArguments`]); this class adds what recipes set in their YAML file.
@@ -28,13 +29,9 @@ class SupervisedConfig(TrainingArguments):
         > Parameters that control the model
 
         model_init_kwargs (`dict[str, Any]`, *optional*):
-            Keyword arguments for `from_pretrained` when the model is given by name: by a recipe's
-            `model_name_or_path`, or as the `model` argument of the [`RefinerTrainer`] (e.g. `{"dtype": "bfloat16"}`).
-        trust_remote_code (`bool`, *optional*, defaults to `False`):
-            Whether to run modelling code from the model's repository when loading it by name. Off unless set.
-        torch_num_threads (`int`, *optional*):
-            `torch.set_num_threads`, called by the recipes before they build anything. Unset: torch's default (all
-            cores). `1` is much faster for tiny models on a CPU that other processes share.
+            Keyword arguments for `from_pretrained` when the model is given by name as the `model` argument of the
+            [`RefinerTrainer`] (e.g. `{"dtype": "bfloat16", "trust_remote_code": true}`; `trust_remote_code` is off
+            unless set). The recipes load their model from [`~refiner_trl.script_args.ModelArguments`] instead.
 
         > Parameters that control the data
 
@@ -55,10 +52,6 @@ class SupervisedConfig(TrainingArguments):
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Keyword arguments for `from_pretrained` when the model is given by name."}
     )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Run modelling code from the model's repository. Off unless set."}
-    )
-    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the run."})
     max_prompt_length: int | None = field(
         default=512, metadata={"help": "Longest prompt in tokens; longer prompts keep their end."}
     )
@@ -68,8 +61,6 @@ class SupervisedConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.torch_num_threads is not None and self.torch_num_threads < 1:
-            raise ValueError(f"torch_num_threads must be at least 1 or None, got {self.torch_num_threads}")
         for name in ("max_prompt_length", "max_completion_length"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -88,7 +79,7 @@ class RefinerConfig(SupervisedConfig):
 
     Parameters:
         > Parameters that control the model and the data: those of [`SupervisedConfig`] (`model_init_kwargs`,
-        `trust_remote_code`, `max_prompt_length`, `max_completion_length`), and
+        `max_prompt_length`, `max_completion_length`), and
 
         chat_template_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for the tokenizer's chat template when the dataset is conversational (TRL's format:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 from tqdm.auto import tqdm
@@ -24,6 +24,9 @@ from .generators import Generator, as_generator, checked_generate
 from .refinement import RefinementTrace, refine, refine_metrics
 from .report import bootstrap_interval, json_ready, markdown_table, percent, write_json, write_text
 from .tasks.base import Task
+
+if TYPE_CHECKING:
+    from .script_args import CriticArguments, EvaluationArguments
 
 GENERATOR_ALONE = "generator alone"
 LLM_CRITIC = "LLM"
@@ -223,7 +226,7 @@ def evaluate_refinement(
     generator: Generator | Callable[[list[str]], list[str]] | tuple[Any, Any],
     rows: Dataset | Sequence[dict[str, Any]],
     critics: Mapping[str, Critic | None],
-    max_turns: int | Mapping[str, int] = 3,
+    max_turns: int | Mapping[str, int],
     progress: bool = True,
     num_examples_kept: int = 5,
 ) -> EvaluationResult:
@@ -246,8 +249,9 @@ def evaluate_refinement(
         critics (`Mapping[str, Critic | None]`):
             Short name -> critic, in the table's order, e.g. `{"none": None, "trained": critic, "oracle":
             task.oracle_critic()}` (see [`standard_critics`]).
-        max_turns (`int` or `Mapping[str, int]`, *optional*, defaults to `3`):
-            T for every critic, or per critic name (names left out get 3). Ignored for `None` critics.
+        max_turns (`int` or `Mapping[str, int]`):
+            T for every critic, or per critic name (every critic but `None` ones must have one). Ignored for `None`
+            critics.
         progress (`bool`, *optional*, defaults to `True`):
             Show a progress bar over the critics, and [`refine`]'s bar over the turns.
         num_examples_kept (`int`, *optional*, defaults to `5`):
@@ -256,6 +260,8 @@ def evaluate_refinement(
     Returns:
         [`EvaluationResult`]: one [`CriticRun`] per critic, in the order of `critics`.
     """
+    if not isinstance(max_turns, int) and (missing := [n for n, c in critics.items() if c and n not in max_turns]):
+        raise ValueError(f"max_turns names no T for the critic(s) {missing}")
     rows_list = rows.to_list() if isinstance(rows, Dataset) else list(rows)
     prompts = [row[PROMPT] for row in rows_list]
     references = [plain_text(row[COMPLETION]) for row in rows_list]
@@ -268,7 +274,7 @@ def evaluate_refinement(
     runs: list[CriticRun] = []
     with tqdm(critics.items(), desc="evaluate", unit="critic", disable=not progress) as bar:
         for name, critic in bar:
-            turns = 0 if critic is None else (max_turns if isinstance(max_turns, int) else max_turns.get(name, 3))
+            turns = 0 if critic is None else (max_turns if isinstance(max_turns, int) else max_turns[name])
             bar.set_postfix(critic=name, T=turns)
             traces = refine(
                 generator,
@@ -387,6 +393,57 @@ def standard_critics(
         critics[LLM_CRITIC] = llm_critic
     critics["oracle"] = task.oracle_critic()
     return critics
+
+
+def evaluation_critics(
+    task: Task,
+    critic_args: CriticArguments,
+    eval_args: EvaluationArguments,
+    trust_remote_code: bool = False,
+    device: Any = None,
+) -> dict[str, Critic | None]:
+    """The critics of a recipe's evaluation table ([`standard_critics`]): none, the trained critic (`eval_critic`,
+    else `critic` when it is a folder), the LLM critic (`llm_critic`, else `critic` when it is `openai:<model>`), the
+    oracle (unless `eval_oracle` is off), each loaded by [`~refiner_trl.critics.load_critic`].
+
+    Args:
+        task ([`Task`]):
+            The task.
+        critic_args ([`~refiner_trl.script_args.CriticArguments`]):
+            The critics and their settings.
+        eval_args ([`~refiner_trl.script_args.EvaluationArguments`]):
+            Whether the table has the oracle's row.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Run the trained critic's repository code when loading it.
+        device (`str` or `torch.device`, *optional*):
+            Where the trained critic runs.
+    """
+    from .critics.loading import critic_kind, load_critic
+
+    kind = critic_kind(critic_args.critic)
+    trained = critic_args.eval_critic or (critic_args.critic if kind == "model" else None)
+    llm = critic_args.llm_critic or (critic_args.critic if kind == "openai" else None)
+    if llm is not None and critic_kind(llm) != "openai":
+        raise ValueError(f"llm_critic: {llm!r} must be openai:<model>")
+    critics = standard_critics(
+        task,
+        None if trained is None else load_critic(trained, task, critic_args, trust_remote_code, device),
+        None if llm is None else load_critic(llm, task, critic_args),
+    )
+    if not eval_args.eval_oracle:
+        critics.pop("oracle")
+    return critics
+
+
+def turns_by_critic(eval_args: EvaluationArguments) -> dict[str, int]:
+    """T of each critic of [`evaluation_critics`]: `eval_max_turns`, and `eval_oracle_max_turns` for the oracle.
+
+    Args:
+        eval_args ([`~refiner_trl.script_args.EvaluationArguments`]):
+            The evaluation's settings.
+    """
+    turns = eval_args.eval_max_turns
+    return {"trained": turns, LLM_CRITIC: turns, "oracle": eval_args.eval_oracle_max_turns}
 
 
 def format_table(result: EvaluationResult) -> str:
@@ -561,7 +618,7 @@ def evaluate_and_report(
     critics: Mapping[str, Critic | None],
     output_dir: str | Path,
     title: str,
-    max_turns: int | Mapping[str, int] = 3,
+    max_turns: int | Mapping[str, int],
     progress: bool = True,
 ) -> EvaluationResult:
     """The evaluation of every recipe: [`evaluate_refinement`], then [`write_report`], then the table printed.
@@ -574,13 +631,13 @@ def evaluate_and_report(
         rows (`Dataset`):
             The evaluation rows.
         critics (`Mapping[str, Critic | None]`):
-            Short name -> critic, in the table's order (e.g. `CriticArguments.table_critics`).
+            Short name -> critic, in the table's order (e.g. [`evaluation_critics`]).
         output_dir (`str` or `Path`):
             Where `results.md`, `results.json` and `metric_by_turn.png` are written.
         title (`str`):
             The report's heading and the plot's title.
-        max_turns (`int` or `Mapping[str, int]`, *optional*, defaults to `3`):
-            T for every critic, or per critic name.
+        max_turns (`int` or `Mapping[str, int]`):
+            T for every critic, or per critic name (e.g. [`turns_by_critic`]).
         progress (`bool`, *optional*, defaults to `True`):
             Show a progress bar over the critics.
 

@@ -3,29 +3,53 @@
 `--config recipe.yaml` and command-line overrides fill the recipe's dataclasses as in TRL's own scripts; a key of the
 YAML file or an option of the command line that no dataclass has raises a `ValueError` naming it, the file, and the
 closest known key (TRL would name neither the file nor a suggestion, and argparse would take `--learning_rat` for
-`--learning_rate`).
+`--learning_rate`); a key the YAML file sets twice is refused with both its lines (PyYAML keeps the last one).
 """
 
 from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import yaml
 from trl import TrlParser
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's `SafeLoader`, which keeps the last of two equal keys without a word, refusing them instead."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is set twice, on lines {first_line[key]} and {line}", key_node.start_mark
+                )
+            if isinstance(key, Hashable):
+                first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config(path: str) -> dict[str, Any]:
-    """Read a YAML recipe with `yaml.safe_load`; it must hold a mapping.
+    """Read a YAML recipe with `yaml.safe_load`'s loader; it must hold a mapping, and set each key once.
 
     Args:
         path (`str`):
             The YAML file.
+
+    Raises:
+        `yaml.YAMLError`: a key set twice in one mapping (naming the key and both lines), or malformed YAML.
     """
     with open(path, encoding="utf-8") as file:
-        config = yaml.safe_load(file)
+        loader = _UniqueKeyLoader(file)  # what `yaml.safe_load` does, with the SafeLoader subclass
+        try:
+            config = loader.get_single_data()
+        finally:
+            loader.dispose()
     if config is None:
         return {}
     if not isinstance(config, dict):
@@ -57,9 +81,9 @@ def parse_recipe_args(
 
     ```python
     >>> from refiner_trl import RefinerConfig
-    >>> from refiner_trl.recipe_args import CriticArguments, ModelArguments, RecipeArguments, TaskArguments
-    >>> task_args, model_args, critic_args, recipe_args, args = parse_recipe_args(
-    ...     (TaskArguments, ModelArguments, CriticArguments, RecipeArguments, RefinerConfig),
+    >>> from refiner_trl.script_args import CriticArguments, EvaluationArguments, ModelArguments, TaskArguments
+    >>> task_args, model_args, critic_args, eval_args, args = parse_recipe_args(
+    ...     (TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, RefinerConfig),
     ...     ["--config", "recipes/ms_tiny.yaml", "--learning_rate", "1e-4"],
     ... )
     >>> task_args.task, args.learning_rate

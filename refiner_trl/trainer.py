@@ -30,9 +30,9 @@ from .chat import (
     render_prompt_completion,
     require_chat_template,
 )
-from .checkpoints import is_complete_checkpoint, last_complete_checkpoint, load_critic_state, save_critic_state
+from .checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from .config import RefinerConfig
-from .critics import Critic, checked_critique, is_no_error
+from .critics import Critic, checked_critique, is_no_error, load_critic_state, save_critic_state
 from .data import (
     COMPLETION,
     LABEL_PAD,
@@ -133,9 +133,7 @@ class RefinerTrainer(_BaseTrainer):
             name = model if isinstance(model, str) else model.config._name_or_path
             args = RefinerConfig(f"{Path(name or 'model').name}-REFINER")
         if isinstance(model, str):
-            model, loaded_tokenizer = load_model_and_tokenizer(
-                model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {})
-            )
+            model, loaded_tokenizer = load_model_and_tokenizer(model, **(args.model_init_kwargs or {}))
             processing_class = processing_class or loaded_tokenizer
         if processing_class is None:
             raise ValueError("RefinerTrainer needs `processing_class` (the tokenizer) when `model` is a model object.")

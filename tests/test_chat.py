@@ -329,12 +329,13 @@ def test_model_generator_refuses_a_mix_of_strings_and_conversations(chat_rows):
 
 
 def test_task_rows_as_conversations_score_and_refine_as_the_standard_rows():
+    from refiner_trl.builders import load_task_data
     from refiner_trl.evaluation import evaluate_refinement, standard_critics
-    from refiner_trl.recipe_args import TaskArguments
+    from refiner_trl.script_args import TaskArguments
 
     args = dict(task="mwp", synthetic_train_size=4, synthetic_eval_size=6)
-    task, _, standard = TaskArguments(**args).load()
-    _, _, chat = TaskArguments(**args, conversational=True).load()
+    task, _, standard = load_task_data(TaskArguments(**args))
+    _, _, chat = load_task_data(TaskArguments(**args, conversational=True))
     assert chat["prompt"] == [[{"role": "user", "content": p}] for p in standard["prompt"]]
     assert chat["answer"] == standard["answer"]
     gold = dict(zip(standard["prompt"], standard["completion"]))

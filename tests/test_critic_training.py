@@ -94,7 +94,8 @@ def test_a_refiner_recipe_trains_and_evaluates_with_a_trained_critic(tmp_path, m
     monkeypatch.setattr(ModelCritic, "critique", recorded)
     argv = ["--config", str(ROOT / "recipes" / "mwp_tiny.yaml"), "--output_dir", str(refiner_dir)]
     argv += ["--critic", str(critic_dir), "--max_steps", "2", "--synthetic_train_size", "32"]
-    argv += ["--max_eval_samples", "4", "--eval_max_turns", "1", "--max_new_tokens", "12"]
+    argv += ["--max_eval_samples", "4", "--eval_max_turns", "1", "--eval_oracle_max_turns", "1"]
+    argv += ["--max_new_tokens", "12", "--eval_max_new_tokens", "12"]
     recipe = load_recipe("train_refiner")
     result = recipe.main(*parse_recipe_args(recipe.REFINER_ARGUMENTS, argv, task="mwp"))
 

@@ -7,7 +7,7 @@ import doctest
 import pytest
 import torch
 
-import refiner_trl.critics as critics_module
+import refiner_trl.critics.base as critics_module
 from refiner_trl.critics import NO_ERROR, CallableCritic, Critic, as_critic
 
 

@@ -141,11 +141,11 @@ def test_evaluate_recipe_writes_table_json_and_png(tmp_path):
     config = tmp_path / "evaluate.yaml"
     config.write_text(
         "task: mwp\nsynthetic_train_size: 1\nsynthetic_eval_size: 6\n"
-        f"generator: {generator}\ncritic: {critic}\ncritic_max_new_tokens: 8\nmax_new_tokens: 12\n"
-        f"output_dir: {tmp_path / 'out'}\nmax_turns: 2\nprogress: false\ntorch_num_threads: 1\ndevice: cpu\n"
+        f"model_name_or_path: {generator}\ncritic: {critic}\ncritic_max_new_tokens: 8\neval_max_new_tokens: 12\n"
+        f"output_dir: {tmp_path / 'out'}\neval_max_turns: 2\nprogress: false\ntorch_num_threads: 1\ndevice: cpu\n"
     )
     completed = subprocess.run(
-        [sys.executable, "recipes/evaluate.py", "--config", str(config), "--oracle_max_turns", "3"],
+        [sys.executable, "recipes/evaluate.py", "--config", str(config), "--eval_oracle_max_turns", "3"],
         cwd=ROOT,
         capture_output=True,
         text=True,

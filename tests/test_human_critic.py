@@ -12,7 +12,7 @@ import pytest
 
 import refiner_trl
 from refiner_trl.critics import NO_ERROR, Critic, CriticError, checked_critique
-from refiner_trl.human_critic import HumanCritic
+from refiner_trl.critics.human import HumanCritic
 
 REPO_ROOT = Path(refiner_trl.__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ package = types.ModuleType("refiner_trl")
 package.__path__ = [sys.argv[1]]
 sys.modules["refiner_trl"] = package
 from refiner_trl.critics import CriticError
-from refiner_trl.human_critic import HumanCritic
+from refiner_trl.critics.human import HumanCritic
 from refiner_trl.refinement import refine
 
 def generator(prompts):

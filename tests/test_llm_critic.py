@@ -13,14 +13,14 @@ import pytest
 from conftest import code_rows, quiet_refiner_config, tokenizer_for
 from datasets import Dataset
 
-import refiner_trl.llm_critic as llm_critic_module
+import refiner_trl.critics.llm as llm_critic_module
 from refiner_trl import RefinerTrainer
-from refiner_trl.critics import NO_ERROR
-from refiner_trl.evaluation import evaluate_refinement, format_table, standard_critics
+from refiner_trl.critics import NO_ERROR, load_critic
+from refiner_trl.critics.llm import LLM_CRITIC_TEMPLATE, LLMCritic, answer_to_feedback, means_no_error
+from refiner_trl.evaluation import evaluate_refinement, evaluation_critics, format_table, standard_critics
 from refiner_trl.generators import CallableGenerator, GeneratorError, OpenAIChatGenerator
-from refiner_trl.llm_critic import LLM_CRITIC_TEMPLATE, LLMCritic, answer_to_feedback, means_no_error
 from refiner_trl.modeling import build_tiny_model
-from refiner_trl.recipe_args import CriticArguments
+from refiner_trl.script_args import CriticArguments, EvaluationArguments
 from refiner_trl.tasks import get_task
 from refiner_trl.tasks.mwp import MWPTask
 
@@ -204,7 +204,7 @@ def test_openai_critics_from_the_recipe_arguments(monkeypatch):
         critic_reference_guided=True,
         critic_max_new_tokens=12,
     )
-    critic = arguments.build(get_task("mwp"))
+    critic = load_critic(arguments.critic, get_task("mwp"), arguments)
     assert isinstance(critic, LLMCritic) and critic.use_references
     generator = critic.generator
     assert (generator.model, generator.url, generator.api_key_env) == (
@@ -213,11 +213,12 @@ def test_openai_critics_from_the_recipe_arguments(monkeypatch):
         "MY_CRITIC_KEY",
     )
     assert generator.max_tokens == 12 and SECRET not in repr(vars(generator))
-    assert arguments.table_llm_critic == "openai:gpt-4o-mini" and arguments.trained_critic_path is None
+    table = evaluation_critics(get_task("mwp"), arguments, EvaluationArguments())  # the LLM row, no trained critic
+    assert list(table) == ["none", "LLM", "oracle"] and table["LLM"].generator.model == "gpt-4o-mini"
     with pytest.raises(ValueError, match=r"critic: 'openai: ' names no model"):
-        CriticArguments(critic="openai: ")
+        load_critic("openai: ", get_task("mwp"))
     with pytest.raises(ValueError, match=r"llm_critic: 'outputs/critic' must be openai:<model>"):
-        CriticArguments(llm_critic="outputs/critic")
+        evaluation_critics(get_task("mwp"), CriticArguments(llm_critic="outputs/critic"), EvaluationArguments())
 
 
 def test_evaluate_recipe_adds_the_llm_critic_row_from_its_yaml(transformers_server, tmp_path, monkeypatch, capsys):
@@ -228,7 +229,8 @@ def test_evaluate_recipe_adds_the_llm_critic_row_from_its_yaml(transformers_serv
         "task: mwp\nsynthetic_train_size: 1\nsynthetic_eval_size: 2\ncritic: oracle\n"
         f"llm_critic: openai:{transformers_server.model}\ncritic_base_url: {transformers_server.base_url}\n"
         f"critic_api_key_env: LLM_CRITIC_TEST_KEY\ncritic_max_new_tokens: {CRITIC_MAX_TOKENS}\ncritic_max_retries: 0\n"
-        f"generator: {transformers_server.model}\nmax_new_tokens: 4\nmax_turns: 1\noracle_max_turns: 1\n"
+        f"model_name_or_path: {transformers_server.model}\neval_max_new_tokens: 4\neval_max_turns: 1\n"
+        "eval_oracle_max_turns: 1\n"
         f"output_dir: {out}\nprogress: false\ndevice: cpu\n"
     )
     monkeypatch.setattr(sys, "argv", ["evaluate.py", "--config", str(config)])

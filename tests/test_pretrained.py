@@ -274,7 +274,8 @@ def test_the_smollm2_recipe_runs_two_steps_from_its_yaml_and_evaluates(smollm2_p
         sys.executable, "recipes/train_mwp.py", "--config", "recipes/mwp_smollm2.yaml",
         "--model_name_or_path", str(smollm2_path), "--output_dir", str(output_dir), "--max_steps", "2",
         "--per_device_train_batch_size", "2", "--max_eval_samples", "4", "--eval_max_turns", "1",
-        "--max_new_tokens", "16", "--disable_tqdm", "true", "--torch_num_threads", "1",
+        "--eval_oracle_max_turns", "1", "--max_new_tokens", "16", "--eval_max_new_tokens", "16",
+        "--disable_tqdm", "true", "--torch_num_threads", "1",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -287,20 +288,22 @@ def test_the_smollm2_recipe_runs_two_steps_from_its_yaml_and_evaluates(smollm2_p
 # ------------------------------------------------------------------ settings a pretrained model needs, from YAML
 
 
-def test_model_init_kwargs_and_lora_reach_the_model_from_the_smollm2_yaml(tmp_path, tiny):
+def test_dtype_and_lora_reach_the_model_from_the_smollm2_yaml(tmp_path, tiny):
     from conftest import parse_refiner_args
+
+    from refiner_trl.builders import get_peft_config, load_model
 
     model, tokenizer, _ = tiny
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     argv = ["--config", str(ROOT / "recipes" / "mwp_smollm2.yaml"), "--model_name_or_path", str(tmp_path / "model")]
-    argv += ["--model_init_kwargs", '{"dtype": "bfloat16"}', "--use_peft", "true", "--lora_r", "4"]
+    argv += ["--dtype", "bfloat16", "--use_peft", "true", "--lora_r", "4"]
     task_args, model_args, _, _, args = parse_refiner_args("mwp", argv)
-    assert args.learning_rate == 1e-4 and args.model_init_kwargs == {"dtype": "bfloat16"}
-    loaded, _ = model_args.load([], args.trust_remote_code, args.seed, args.model_init_kwargs)
+    assert args.learning_rate == 1e-4 and model_args.dtype == "bfloat16"
+    loaded, _ = load_model(model_args, [], args.seed)
     assert loaded.dtype == torch.bfloat16
-    lora = model_args.peft_config(loaded)
+    lora = get_peft_config(model_args, loaded)
     expected_type = "SEQ_2_SEQ_LM" if loaded.config.is_encoder_decoder else "CAUSAL_LM"
     assert (lora.r, lora.lora_alpha, lora.task_type) == (4, 32, expected_type)
     yaml_args = parse_refiner_args("mwp", argv[:4])
-    assert yaml_args[4].model_init_kwargs == {"dtype": "float32"} and yaml_args[1].peft_config(loaded) is None
+    assert yaml_args[1].dtype == "float32" and get_peft_config(yaml_args[1], loaded) is None

@@ -18,6 +18,7 @@ import yaml
 from conftest import load_recipe, parse_refiner_args
 from trl import TrlParser
 
+from refiner_trl.builders import load_model, load_task_data
 from refiner_trl.recipe_parser import parse_recipe_args, read_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,6 +121,23 @@ def test_key_with_no_close_match_is_named_without_a_guess(tmp_path):
     bad.write_text("tiny_architecture: seq2seq\nzzzz_qqqq: 3\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"unknown key 'zzzz_qqqq' in .*bad\.yaml$"):
         parse_refiner_args("moral_stories", ["--config", str(bad)])
+
+
+def test_a_key_set_twice_is_refused_naming_the_key_and_both_lines(tmp_path):
+    import yaml
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tiny_architecture: seq2seq\n# a comment\nmax_steps: 5\nlearning_rate: 1.0\nmax_steps: 7\n")
+    with pytest.raises(yaml.YAMLError, match=r"key 'max_steps' is set twice, on lines 3 and 5") as error:
+        parse_refiner_args("moral_stories", ["--config", str(bad)])
+    assert str(bad) in str(error.value)  # and the file
+    nested = tmp_path / "nested.yaml"  # a key twice inside a nested mapping too; the same key in two mappings is fine
+    nested.write_text("model_init_kwargs:\n  dtype: float32\n  dtype: bfloat16\n")
+    with pytest.raises(yaml.YAMLError, match=r"key 'dtype' is set twice, on lines 2 and 3"):
+        read_config(str(nested))
+    fine = tmp_path / "fine.yaml"
+    fine.write_text("a: {x: 1}\nb: {x: 2}\n")
+    assert read_config(str(fine)) == {"a": {"x": 1}, "b": {"x": 2}}
 
 
 def test_misspelt_or_abbreviated_command_line_option_fails_naming_it():
@@ -231,7 +249,7 @@ def test_tiny_generator_recipe_saves_a_model_that_loads(tmp_path):
     generator = ModelGenerator(
         AutoModelForCausalLM.from_pretrained(output_dir),
         AutoTokenizer.from_pretrained(output_dir),
-        max_prompt_length=config["max_prompt_length"],
+        max_prompt_length=config["eval_max_prompt_length"],
         max_new_tokens=config["eval_max_new_tokens"],
     )
     examples = report["runs"][0]["examples"]
@@ -241,9 +259,9 @@ def test_tiny_generator_recipe_saves_a_model_that_loads(tmp_path):
     # the recipe builds them, from the same arguments and seed).
     argv = ["--config", str(RECIPES / "generator_mwp_tiny.yaml"), *FEW_STEPS, "--output_dir", str(output_dir)]
     task_args, model_args, _, _, args = parse_recipe_args(load_recipe("train_generator").GENERATOR_ARGUMENTS, argv)
-    task, train_rows, _ = task_args.load()
+    task, train_rows, _ = load_task_data(task_args)
     texts = task.tokenizer_texts(train_rows)
-    initial = model_args.load(texts, args.trust_remote_code, args.seed, args.model_init_kwargs)[0].state_dict()
+    initial = load_model(model_args, texts, args.seed)[0].state_dict()
     saved = generator.model.state_dict()
     assert set(saved) == set(initial)
     assert not all(torch.equal(saved[name], initial[name]) for name in initial)

@@ -172,7 +172,7 @@ def test_yaml_recipes_refuse_unknown_and_malformed_keys(parse, capsys):
     with pytest.raises(ValueError, match="must hold a YAML mapping"):
         parse("- num_hypotheses\n- 2\n")
     with pytest.raises(SystemExit):
-        parse(good + "num_hypotheses: two\n")
+        parse(good.replace("2", "two"))
     assert "argument --num_hypotheses/--num-hypotheses: invalid int value: 'two'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="num_hypotheses must be at least 1, got 0"):
         parse(good.replace("2", "0"))

@@ -16,10 +16,11 @@ from conftest import code_rows, tokenizer_for
 from datasets import Dataset
 
 from refiner_trl import CallableCritic, RefinerConfig, RefinerTrainer
+from refiner_trl.builders import load_model
 from refiner_trl.critics import ModelCritic
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.modeling import build_tiny_model
-from refiner_trl.recipe_args import ModelArguments
+from refiner_trl.script_args import ModelArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("refiner_trl", "recipes", "benchmarks")
@@ -222,19 +223,23 @@ def test_remote_code_is_off_unless_set_and_passed_through(saved_model, remote_co
     critic = CallableCritic(lambda prompts, hypotheses, references: ["No error."] * len(hypotheses))
 
     args = RefinerConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    assert args.trust_remote_code is False
+    model_args = ModelArguments(model_name_or_path=str(saved_model))
+    assert args.model_init_kwargs is None and model_args.trust_remote_code is False
     RefinerTrainer(str(saved_model), args, critic=critic, train_dataset=rows)
     ModelCritic(str(saved_model))
     ModelGenerator(str(saved_model))
-    ModelArguments(model_name_or_path=str(saved_model)).load([])
+    load_model(model_args, [])
     loaded = {"AutoConfig", "AutoModelForCausalLM", "AutoTokenizer"}
     assert {name for name, _ in remote_code_flags} == loaded
     assert {flag for _, flag in remote_code_flags} == {False}  # passed, and off, in every call
 
     remote_code_flags.clear()
-    trusted = RefinerConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, trust_remote_code=True)
+    trusted = RefinerConfig(
+        output_dir=str(tmp_path), report_to=[], use_cpu=True, model_init_kwargs={"trust_remote_code": True}
+    )
     RefinerTrainer(str(saved_model), trusted, critic=critic, train_dataset=rows)
     ModelCritic(str(saved_model), trust_remote_code=True)
+    load_model(ModelArguments(model_name_or_path=str(saved_model), trust_remote_code=True), [])
     assert {name for name, _ in remote_code_flags} == loaded
     assert {flag for _, flag in remote_code_flags} == {True}
 

@@ -21,10 +21,11 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from refiner_trl import RefinerConfig, RefinerTrainer
-from refiner_trl.checkpoints import is_complete_checkpoint, last_complete_checkpoint, load_critic_state
+from refiner_trl.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from refiner_trl.critics import CriticError, StatefulCritic
+from refiner_trl.critics.llm import LLMCritic
+from refiner_trl.critics.state import load_critic_state
 from refiner_trl.generators import OpenAIChatGenerator
-from refiner_trl.llm_critic import LLMCritic
 from refiner_trl.modeling import build_tiny_model
 
 SECRET = "sk-reliability-do-not-leak-5678"

@@ -17,7 +17,7 @@ from typing import Any
 from datasets import Dataset
 
 from ..chat import is_conversation, plain_text
-from ..critics import NO_ERROR, CallableCritic, Critic, is_no_error
+from ..critics.base import NO_ERROR, CallableCritic, Critic, is_no_error
 from ..data import COMPLETION, PROMPT, load_records
 from ..templates import REFINE_TEMPLATE, render_critic_input, render_refine_prompt
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..critics import NO_ERROR, is_no_error
+from ..critics.base import NO_ERROR, is_no_error
 from ..data import COMPLETION, PROMPT, DataError, require_fields
 from .base import Task, column, mean, rows_of, squash
 from .moral_norms import concept_overlap, flip_judgment, normalize_norm, parse_norm, reverses_concept

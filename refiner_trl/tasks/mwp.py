@@ -16,7 +16,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..critics import NO_ERROR
+from ..critics.base import NO_ERROR
 from ..data import COMPLETION, PROMPT, DataError, require_fields
 from .base import Task, column, mean, rows_of, squash
 from .mwp_equations import (

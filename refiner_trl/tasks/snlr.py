@@ -21,7 +21,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..critics import NO_ERROR
+from ..critics.base import NO_ERROR
 from ..data import COMPLETION, PROMPT, require_fields
 from .base import Task, column, mean, rows_of, squash
 from .snlr_synthetic import ATTRIBUTES, CATEGORIES, generate_example

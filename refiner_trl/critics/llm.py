@@ -12,11 +12,11 @@ import string
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .critics import NO_ERROR, is_no_error
-from .generators import Generator, checked_generate
+from ..generators import Generator, checked_generate
+from .base import NO_ERROR, is_no_error
 
 if TYPE_CHECKING:
-    from .tasks.base import Task
+    from ..tasks.base import Task
 
 LLM_CRITIC_TEMPLATE = (
     "You review a proposed answer to a problem and name its first error.\n\n"
@@ -71,7 +71,7 @@ def means_no_error(answer: str, task: Task | None = None) -> bool:
     if is_no_error(answer):
         return True
     if task is not None:
-        from .tasks.base import NO_ERROR_TYPE  # when a task is given, its module is loaded already
+        from ..tasks.base import NO_ERROR_TYPE  # when a task is given, its module is loaded already
 
         if task.feedback_type(answer) not in ("unknown", NO_ERROR_TYPE):
             return False

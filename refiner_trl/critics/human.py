@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .critics import NO_ERROR, CriticError
+from .base import NO_ERROR, CriticError
 
 
 class HumanCritic:
