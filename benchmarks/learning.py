@@ -17,7 +17,7 @@ a subprocess whose output folder is `<output-dir>/<task>-<architecture>/seed-<se
 
 The data is the paper's release when `--data-dir` holds `<task>/train.json` and `val.json` (the first `--max-eval`
 rows of `val.json` are evaluated), else the tasks' synthetic rows. `learning.json` is rewritten after every pipeline;
-with `--resume` a recipe run whose folder holds `recipe_done.json` is not run again.
+with `--resume` a recipe run whose folder holds the `recipe_done.json` of the same command is not run again.
 
     python benchmarks/learning.py --quick                   # one tiny pipeline; tests/test_benchmarks_quick.py runs it
     python benchmarks/learning.py --threads 1 --jobs 2      # the full run: 2 tasks x 2 architectures x 3 seeds
@@ -87,9 +87,10 @@ def pipeline(task: str, architecture: str, seed: int, args: argparse.Namespace) 
         for arm in arms
     }  # fmt: skip
     critic_eval = json.loads((folder / "critic" / "critic_eval.json").read_text(encoding="utf-8"))
+    source = "release" if "train_path" in data else "synthetic"
     return {
-        "task": task, "architecture": architecture, "seed": seed, "data": "release" if "train_path" in data else
-        "synthetic", "seconds": {phase: r.seconds for phase, r in runs.items()}, "evaluations": evaluations,
+        "task": task, "architecture": architecture, "seed": seed, "data": source, "evaluations": evaluations,
+        "seconds": {phase: run.seconds for phase, run in runs.items()},
         "critic": {key: critic_eval.get(key) for key in ("exact_match", "error_type_accuracy", "no_error_accuracy")},
     }  # fmt: skip
 
@@ -114,13 +115,13 @@ def summary(pipelines: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row |= {label: render.mean_std([f.get(name) for f in finals], 100) for name, label in CRITICS.items()}
             gains = [f["trained"] - b for f, b in zip(finals, baseline) if f.get("trained") is not None]
             row["trained - baseline"] = render.mean_std(gains, 100)
-            row["minutes"] = render.mean_std([(p["seconds"]["warm"] + p["seconds"][arm]) / 60 for p in group])
+            row["training minutes"] = render.mean_std([(p["seconds"]["warm"] + p["seconds"][arm]) / 60 for p in group])
             rows.append(row)
     return rows
 
 
 def markdown(data: dict[str, Any]) -> str:
-    columns = ["task", "architecture", "arm", "seeds", *CRITICS.values(), "trained - baseline", "minutes"]
+    columns = ["task", "architecture", "arm", "seeds", *CRITICS.values(), "trained - baseline", "training minutes"]
     critics = [{"task": p["task"], "architecture": p["architecture"], "seed": p["seed"], **p["critic"]}
                for p in data["pipelines"]]  # fmt: skip
     return (

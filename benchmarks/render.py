@@ -46,8 +46,8 @@ def run_recipe(
 
     The subprocess imports this checkout's `refiner_trl` (its root first on `PYTHONPATH`), runs offline, and writes
     its output to `<output_dir>/recipe.log`; `output_dir` must be among the overrides. On success
-    `<output_dir>/recipe_done.json` records the command and seconds, and with `resume` a run that has it is not run
-    again.
+    `<output_dir>/recipe_done.json` records the command and seconds, and with `resume` a run that has it, for the
+    same command, is not run again.
 
     Args:
         script (`str`):
@@ -59,7 +59,7 @@ def run_recipe(
         env (`Mapping[str, str]`, *optional*):
             More environment variables.
         resume (`bool`, *optional*, defaults to `False`):
-            Skip a run whose `output_dir` holds `recipe_done.json`.
+            Skip a run whose `output_dir` holds the `recipe_done.json` of the same command.
 
     Raises:
         `RuntimeError`: the recipe failed; the message ends with the log's last lines.
@@ -73,9 +73,11 @@ def run_recipe(
         if value is not None:
             command += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
     done = output_dir / DONE
-    if resume and done.is_file():
+    earlier = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else {}
+    if resume and earlier.get("command") == command:
         print(f"  {output_dir}: done in an earlier run", flush=True)
-        return RecipeRun(output_dir, _results(output_dir), json.loads(done.read_text(encoding="utf-8"))["seconds"])
+        return RecipeRun(output_dir, _results(output_dir), earlier["seconds"])
+    done.unlink(missing_ok=True)
     python_path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": python_path}
     output_dir.mkdir(parents=True, exist_ok=True)

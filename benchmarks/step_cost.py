@@ -148,6 +148,8 @@ def common_args(args: argparse.Namespace, scratch: str) -> dict[str, Any]:
 
 def build(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """The model, tokenizer, batch rows, critic and `max_new_tokens` of one `--models` entry."""
+    import torch
+
     from refiner_trl import get_task
     from refiner_trl.modeling import build_tiny_model, load_model_and_tokenizer, train_tokenizer
 
@@ -161,7 +163,7 @@ def build(name: str, args: argparse.Namespace) -> dict[str, Any]:
         layers = args.seq2seq_layers if architecture == "seq2seq" else args.causal_layers
         model = build_tiny_model(architecture, tokenizer, args.hidden_size, layers, seed=args.seed)
     else:
-        model, tokenizer = load_model_and_tokenizer(name)
+        model, tokenizer = load_model_and_tokenizer(name, dtype=torch.float32)
     rows = train_rows.shuffle(seed=args.seed).select(range(args.batch_size * (args.warmup + args.repeats)))
     completions = tokenizer(list(train_rows["completion"]), add_special_tokens=False)["input_ids"]
     lengths = sorted(len(ids) + 1 for ids in completions)  # EOS included
@@ -242,8 +244,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     continue
                 entry["cells"][cell] = measure(setup)
                 write_json(path, data)
-                step = entry["cells"][cell]["step"]
-                print(f"  {cell}: step {step:.3f} s, overhead {entry['cells'][cell]['overhead'] or 0:.3f}", flush=True)
+                record = entry["cells"][cell]
+                overhead = "" if record["overhead"] is None else f", overhead {record['overhead']:.3f}"
+                print(f"  {cell}: step {record['step']:.3f} s{overhead}", flush=True)
     render.write_outputs(output_dir, "step_cost", data, markdown(data))
     render.plot_stacked(
         {model: {cell: parts(record) for cell, record in entry["cells"].items() if cell.startswith("k=")}
