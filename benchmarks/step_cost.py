@@ -1,348 +1,289 @@
-"""Step-cost benchmark: where a REFINER training step spends its time, and how close it is to its model calls.
+"""Step-cost benchmark: where a REFINER training step spends its time, read from the trainer's own `time/*` logs.
 
-On a small model (about 10M parameters, seq2seq and causal, random weights built from a config) with the lengths of
-the MWP data (the release's when present, else synthetic), measured in one process on one machine:
+For each model of `--models` (`tiny-seq2seq` and `tiny-causal`: about 10M parameters built from a config, with a
+tokenizer trained on the data; or a model folder, e.g. SmolLM2-135M-Instruct), a batch of MWP prompts (the release's
+when `--data-dir` holds it, else synthetic) and the task's oracle critic:
 
-1. **Breakdown** for k in `--ks` and T in `--turns`: the step time (from the Trainer's `on_step_begin` to its
-   `on_step_end`) split into generate, critique, forward, backward, optimizer and everything else, and the
-   **overhead** = step time / (generate + critique + forward + backward + optimizer): what the step costs beyond
-   its model calls and the critic. The parts are the trainer's own logs (`time/generate`, `time/critique`,
-   `time/forward`, `time/forward_backward`, `time/step`) and a callback around `optimizer.step()`.
-2. **Comparisons** at one (k, T): REFINER's step against a supervised step on the same model and batch
-   (`supervised.train_supervised`: TRL's SFTTrainer for causal models, transformers' Seq2SeqTrainer for
-   encoder-decoders), and against a per-example loop (a `RefinerTrainer` subclass in `trainer_variants`, whose
-   exploration generates, picks, critiques and builds the refine prompt one example at a time, as the authors' code
-   does), and against itself with `explore_last_turn=True` (sampling and critiquing in the last turn too, for its
-   logs only).
-3. **Inference**: `refine` with early stopping against running all T turns for all examples, with a function
-   generator that is right with probability p and the oracle critic (work counted), and with the model (greedy)
-   and a critic that accepts with probability p (time measured).
+1. **grid**, k in `--ks` and T in `--turns`: `RefinerTrainer` trains `--warmup` + `--repeats` steps on a fresh copy
+   of the model, logging every step. A cell is the median over the measured steps of every `time/*` log the trainer
+   writes (`time/generate`, `time/critique`, `time/forward`, `time/forward_backward`, `time/step`) and of the whole
+   optimizer step (wall and CPU, `on_step_begin` -> `on_step_end`: the one number no log has); **overhead** = step /
+   (generate + critique + forward_backward), what the step costs beyond its model calls and the critic;
+2. at `--compare-k`, `--compare-turns`: the supervised step (`train_supervised`: TRL's SFTTrainer, or transformers'
+   Seq2SeqTrainer for encoder-decoders) on the same model and batch, and REFINER with `explore_last_turn=True`;
+3. with `--profile`: `torch.profiler` over one REFINER step at that point, the operators by CPU time.
 
-Every number is a median over `--repeats` measured steps (after `--warmup` unmeasured ones). The step timing is in
-`step_timing`, the trainers compared in `trainer_variants`, the inference in `inference_cost`, the SmolLM2 section in
-`step_cost_smollm2` and the tables and plot in `step_cost_report`.
+Each cell is written to `step_cost.json` when measured; `--resume` skips the cells already there.
 
-    python benchmarks/step_cost.py --quick          # about a minute; CI runs it
-    python benchmarks/step_cost.py --threads 1      # the full run (docs/benchmarks.md has its numbers)
+    python benchmarks/step_cost.py --quick                  # seconds; tests/test_benchmarks_quick.py runs it
+    python benchmarks/step_cost.py --threads 1              # the tiny models (docs/benchmarks.md, section 2)
+    python benchmarks/step_cost.py --threads 1 --resume --models \\
+        /root/.cache/refiner-trl/smollm2-135m-instruct-bcc81830d10c --ks 1 4 --repeats 2 --max-new-tokens 48
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import functools
+import json
+import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _common
-import _machine
-import step_cost_report
-import step_cost_smollm2
-from inference_cost import inference_cost
-from step_timing import refiner_step, supervised_step
-from trainer_variants import per_example_trainer_class, variant_class
+import render
+from transformers import TrainerCallback
 
-ARCHITECTURES = ("seq2seq", "causal")
-
-
-@dataclass
-class Settings:
-    """Sizes of the step-cost run; `--quick` and the full run differ only here."""
-
-    hidden_size: int = 256
-    seq2seq_layers: int = 4
-    causal_layers: int = 8
-    vocab_size: int = 2000
-    batch_size: int = 8
-    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    turns: list[int] = field(default_factory=lambda: [1, 2, 3])
-    compare_k: int = 4
-    compare_turns: int = 3
-    warmup: int = 1
-    repeats: int = 3
-    max_new_tokens: int | None = None  # None: the 95th percentile of the gold completions' lengths, EOS included
-    inference_rows: int = 32
-    inference_turns: int = 3
-    accept_probability: float = 0.5
-    inference_repeats: int = 3
-    max_prompt_length: int = 320
+QUICK = {
+    "hidden_size": 32, "seq2seq_layers": 1, "causal_layers": 1,
+    "vocab_size": 400, "batch_size": 2, "ks": [1, 2], "turns": [1, 2], "compare_k": 2, "compare_turns": 2,
+    "repeats": 2, "max_new_tokens": 8,
+}  # fmt: skip
 
 
-QUICK = Settings(
-    hidden_size=32,
-    seq2seq_layers=1,
-    causal_layers=1,
-    vocab_size=400,
-    batch_size=2,
-    ks=[1, 2],
-    turns=[1, 2],
-    compare_k=2,
-    compare_turns=2,
-    warmup=1,
-    repeats=2,
-    max_new_tokens=8,
-    inference_rows=8,
-    inference_repeats=2,
-)
+class StepClock(TrainerCallback):
+    """Wall and CPU seconds of each optimizer step, `on_step_begin` -> `on_step_end`."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+        self._start = (time.perf_counter(), time.process_time())
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        self.wall.append(time.perf_counter() - self._start[0])
+        self.cpu.append(time.process_time() - self._start[1])
 
 
-# ------------------------------------------------------------------------------------------------------ tiny
+class ProfileStep(TrainerCallback):
+    """`torch.profiler` (CPU) over the optimizer step that follows `warmup` steps."""
+
+    def __init__(self, warmup: int) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        self.warmup, self.profiler = warmup, profile(activities=[ProfilerActivity.CPU])
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.warmup:
+            self.profiler.__enter__()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.warmup + 1:
+            self.profiler.__exit__(None, None, None)
 
 
-def build(
-    architecture: str, settings: Settings, seed: int, data_dir: Path | None
-) -> tuple[Any, Any, Any, Any, str, int]:
-    """The task, the training rows, a tokenizer trained on them, the model, the data source, and max_new_tokens.
+def train(trainer: Any, warmup: int, *callbacks: TrainerCallback) -> dict[str, Any]:
+    """Train `trainer` (with more `callbacks`) and return the medians over its steps after `warmup`: the step's wall
+    and CPU seconds, every `time/*` log and the overhead."""
+    from transformers.trainer_callback import PrinterCallback
 
-    Args:
-        architecture (`str`):
-            `"seq2seq"` or `"causal"`.
-        settings (`Settings`):
-            The sizes.
-        seed (`int`):
-            The seed of the model's weights.
-        data_dir (`Path`, *optional*):
-            The release's data; `None`: synthetic MWP rows.
-    """
-    task, train, _, source = _common.task_data("mwp", data_dir, 2000, 16, None)
-    train = train.select_columns(["prompt", "completion"])
-    layers = settings.seq2seq_layers if architecture == "seq2seq" else settings.causal_layers
-    model, tokenizer = _common.tiny_model(
-        architecture, task.tokenizer_texts(train), settings.vocab_size, settings.hidden_size, layers, seed
-    )
-    p95 = _common.completion_length(tokenizer, train["completion"], 0.95, eos=True)
-    return task, train, tokenizer, model, source, settings.max_new_tokens or p95
-
-
-def run(settings: Settings, architectures: Sequence[str], seed: int, data_dir: Path | None) -> dict[str, Any]:
-    """Every measurement of the tiny models, for each architecture: the grid, the comparisons and the inference.
-
-    Args:
-        settings (`Settings`):
-            The sizes.
-        architectures (`Sequence[str]`):
-            Among `ARCHITECTURES`.
-        seed (`int`):
-            The seed of the models and batches.
-        data_dir (`Path`, *optional*):
-            The release's data; `None`: synthetic MWP rows.
-    """
-    results: dict[str, Any] = {}
-    for architecture in architectures:
-        task, train, tokenizer, model, source, max_new_tokens = build(architecture, settings, seed, data_dir)
-        arch_settings = replace(settings, max_new_tokens=max_new_tokens)
-        rows = train.shuffle(seed=seed).select(range(settings.batch_size * (settings.warmup + settings.repeats)))
-        prompt_tokens = [len(ids) for ids in tokenizer(list(rows["prompt"]))["input_ids"]]
-        entry: dict[str, Any] = {
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "data": source,
-            "max_new_tokens": max_new_tokens,
-            "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens),
-        }
-        print(
-            f"{architecture}: {entry['parameters'] / 1e6:.2f}M parameters, max_new_tokens={max_new_tokens}", flush=True
-        )
-        with tempfile.TemporaryDirectory() as scratch:
-            measure = functools.partial(
-                _measure, model=model, tokenizer=tokenizer, rows=rows, critic=task.oracle_critic(),
-                settings=arch_settings, seed=seed, scratch=scratch,
-            )  # fmt: skip
-            entry["grid"] = grid(measure, settings.ks, settings.turns)
-            entry["comparison"] = comparison(measure, settings.compare_k, settings.compare_turns)
-        inference_rows = train.shuffle(seed=seed + 1).select(range(settings.inference_rows))
-        entry["inference"] = inference_cost(task, model, tokenizer, inference_rows, arch_settings, seed)
-        results[architecture] = entry
-    return results
+    clock = StepClock()
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
+    for callback in (clock, *callbacks):
+        trainer.add_callback(callback)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if any(key.startswith("time/") for key in entry)][warmup:]
+    cell: dict[str, Any] = {
+        "trainer": type(trainer).__name__,
+        "measured_steps": len(clock.wall[warmup:]),
+        "step": statistics.median(clock.wall[warmup:]),
+        "step_cpu": statistics.median(clock.cpu[warmup:]),
+    }
+    for key in dict.fromkeys(key for entry in logs for key in entry if key.startswith("time/")):
+        cell[key] = statistics.median(entry[key] for entry in logs if key in entry)
+    model_calls = sum(cell.get(f"time/{part}", 0.0) for part in ("generate", "critique", "forward_backward"))
+    cell["overhead"] = cell["step"] / model_calls if logs else None
+    return cell
 
 
-def _measure(
-    trainer_class: type | None,
-    k: int,
-    turns: int,
-    model: Any,
-    tokenizer: Any,
-    rows: Any,
-    critic: Any,
-    settings: Settings,
-    seed: int,
-    scratch: str,
-    **config: Any,
+def refiner_cell(
+    setup: dict[str, Any], args: argparse.Namespace, k: int, turns: int, profile: bool = False, **config: Any
 ) -> dict[str, Any]:
-    """`refiner_step` of `trainer_class` on a copy of `model`; `None`: `supervised_step` (k and T unused)."""
-    if trainer_class is None:
-        return supervised_step(copy.deepcopy(model), tokenizer, rows, settings, seed, scratch)
-    return refiner_step(
-        trainer_class, copy.deepcopy(model), tokenizer, rows, critic, settings, k, turns, seed, scratch, **config
-    )
+    """`args.warmup + args.repeats` REFINER steps at (k, T) on a copy of the model ([`train`]); with `profile`, the
+    operators of the first measured step by CPU time, from `torch.profiler`."""
+    from refiner_trl import RefinerConfig, RefinerTrainer
+
+    config = RefinerConfig(
+        **common_args(args, setup["scratch"]), num_hypotheses=k, num_refinement_turns=turns,
+        max_new_tokens=setup["max_new_tokens"], **config,
+    )  # fmt: skip
+    trainer = RefinerTrainer(
+        copy.deepcopy(setup["model"]), config, critic=setup["critic"], train_dataset=setup["rows"],
+        processing_class=setup["tokenizer"],
+    )  # fmt: skip
+    if not profile:
+        return train(trainer, args.warmup)
+    profiler = ProfileStep(args.warmup)
+    cell = train(trainer, args.warmup, profiler)
+    events = sorted(profiler.profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events) or 1.0
+    cell["operators"] = [
+        {"operator": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total}
+        for e in events[:15]
+    ]
+    return cell
 
 
-def grid(measure: Callable[..., dict[str, Any]], ks: Sequence[int], turns: Sequence[int]) -> list[dict[str, Any]]:
-    """The breakdown of today's `RefinerTrainer` step for each T in `turns` and k in `ks`.
+def supervised_cell(setup: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The supervised step (`train_supervised`) on a copy of the same model and batch."""
+    from refiner_trl.supervised import SupervisedConfig, train_supervised
 
-    Args:
-        measure (`Callable`):
-            `(trainer_class, k, turns)` -> the step's parts, on the architecture's model and batch.
-        ks (`Sequence[int]`):
-            The numbers of hypotheses.
-        turns (`Sequence[int]`):
-            The numbers of refinement turns.
-    """
-    from refiner_trl import RefinerTrainer
+    config = SupervisedConfig(**common_args(args, setup["scratch"]))
+    model, tokenizer = copy.deepcopy(setup["model"]), setup["tokenizer"]
+    return train(train_supervised(model, tokenizer, setup["rows"], config, train=False), args.warmup)
 
-    cells = []
-    for t in turns:
-        for k in ks:
-            parts = measure(RefinerTrainer, k, t)
-            cells.append({"k": k, "turns": t, **parts})
-            print(f"  k={k} T={t}: step {parts['step']:.3f} s, overhead {parts['overhead']:.3f}", flush=True)
+
+def common_args(args: argparse.Namespace, scratch: str) -> dict[str, Any]:
+    return {
+        "output_dir": scratch, "per_device_train_batch_size": args.batch_size,
+        "max_steps": args.warmup + args.repeats, "learning_rate": 1e-4, "logging_steps": 1, "report_to": [],
+        "save_strategy": "no", "disable_tqdm": True, "seed": args.seed, "max_prompt_length": args.max_prompt_length,
+        "max_completion_length": 64, "dataloader_drop_last": True, "use_cpu": args.use_cpu,
+    }  # fmt: skip
+
+
+def build(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The model, tokenizer, batch rows, critic and `max_new_tokens` of one `--models` entry."""
+    import torch
+
+    from refiner_trl import get_task
+    from refiner_trl.modeling import build_tiny_model, load_model_and_tokenizer, train_tokenizer
+
+    task = get_task("mwp")
+    release = Path(args.data_dir) / "mwp" / "train.json"
+    train_rows = task.load(path=str(release)) if release.is_file() else task.synthetic(n=2000, seed=0)
+    train_rows = train_rows.select_columns(["prompt", "completion"])
+    if name.startswith("tiny-"):
+        architecture = name.removeprefix("tiny-")
+        tokenizer = train_tokenizer(task.tokenizer_texts(train_rows), vocab_size=args.vocab_size)
+        layers = args.seq2seq_layers if architecture == "seq2seq" else args.causal_layers
+        model = build_tiny_model(architecture, tokenizer, args.hidden_size, layers, seed=args.seed)
+    else:
+        model, tokenizer = load_model_and_tokenizer(name, dtype=torch.float32)
+    rows = train_rows.shuffle(seed=args.seed).select(range(args.batch_size * (args.warmup + args.repeats)))
+    completions = tokenizer(list(train_rows["completion"]), add_special_tokens=False)["input_ids"]
+    lengths = sorted(len(ids) + 1 for ids in completions)  # EOS included
+    return {
+        "model": model, "tokenizer": tokenizer, "rows": rows, "critic": task.oracle_critic(),
+        "data": "release" if release.is_file() else "synthetic",
+        "max_new_tokens": args.max_new_tokens or lengths[int(0.95 * (len(lengths) - 1))],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "mean_prompt_tokens": statistics.mean(len(ids) for ids in tokenizer(list(rows["prompt"]))["input_ids"]),
+    }  # fmt: skip
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """Every cell of a model: its name and `(setup) -> record`."""
+    k, t = args.compare_k, args.compare_turns
+    cells = [
+        (f"k={k} T={turns}", lambda s, k=k, turns=turns: refiner_cell(s, args, k, turns))
+        for turns in args.turns
+        for k in (args.ks if turns > 1 else args.ks[:1])  # T = 1 samples nothing: k does not matter
+    ]
+    cells += [
+        ("supervised", lambda s: supervised_cell(s, args)),
+        (f"explore_last_turn k={k} T={t}", lambda s: refiner_cell(s, args, k, t, explore_last_turn=True)),
+    ]
+    if args.profile:
+        cells.append((f"profile k={k} T={t}", lambda s: refiner_cell(s, args, k, t, profile=True)))
     return cells
 
 
-def comparison(measure: Callable[..., dict[str, Any]], k: int, turns: int) -> dict[str, Any]:
-    """REFINER's step at (k, T) against the per-example loop, the step before the speed-ups, the step exploring its
-    last turn too, and the supervised step; with their ratios (wall and CPU).
-
-    Args:
-        measure (`Callable`):
-            `(trainer_class, k, turns, **config)` -> the step's parts; `trainer_class=None`: the supervised step.
-        k (`int`):
-            The number of hypotheses.
-        turns (`int`):
-            The number of refinement turns.
-    """
-    from refiner_trl import RefinerTrainer
-
-    refiner = measure(RefinerTrainer, k, turns)
-    loop = measure(per_example_trainer_class(), k, turns)
-    before = measure(variant_class(RefinerTrainer, shared=False, grouped=False), k, turns)
-    last_turn = measure(RefinerTrainer, k, turns, explore_last_turn=True)
-    supervised = measure(None, k, turns)
-    print(
-        f"  k={k} T={turns}: REFINER {refiner['step']:.3f} s, per-example loop {loop['step']:.3f} s, "
-        f"before the speed-ups {before['step']:.3f} s, {supervised['trainer']} {supervised['step']:.3f} s",
-        flush=True,
-    )
-    return {
-        "k": k,
-        "turns": turns,
-        "refiner": refiner,
-        "per_example_loop": loop,
-        "before": before,
-        "before_over_refiner": before["step"] / refiner["step"],
-        "before_over_refiner_cpu": before["step_cpu"] / refiner["step_cpu"],
-        "explore_last_turn": last_turn,
-        "supervised": supervised,
-        "refiner_over_supervised": refiner["step"] / supervised["step"],
-        "per_example_over_refiner": loop["step"] / refiner["step"],
-        "refiner_over_supervised_cpu": refiner["step_cpu"] / supervised["step_cpu"],
-        "per_example_over_refiner_cpu": loop["step_cpu"] / refiner["step_cpu"],
-        "explore_last_turn_over_refiner": last_turn["step"] / refiner["step"],
-        "explore_last_turn_over_refiner_cpu": last_turn["step_cpu"] / refiner["step_cpu"],
-    }
-
-
-# ----------------------------------------------------------------------------------------------------- driver
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The options: the common ones, the sections, and one `--<field>` per field of `Settings`.
-
-    Args:
-        argv (`Sequence[str]`, *optional*):
-            The arguments; `None`: the process's own.
-    """
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    _common.add_common_arguments(
-        parser,
-        "outputs/benchmarks/step_cost",
-        (0,),
-        resume_help="Keep the sections and SmolLM2 cells of the output dir's JSON.",
-        render=True,
-    )
-    parser.add_argument("--architectures", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
-    _common.add_data_dir_argument(parser, "'none': synthetic MWP rows.")
-    parser.add_argument(
-        "--sections",
-        nargs="+",
-        choices=("tiny", "smollm2"),
-        default=["tiny"],
-        help="tiny: the ~10M-parameter models; smollm2: SmolLM2-135M-Instruct (see --smollm2-path).",
-    )
-    parser.add_argument(
-        "--smollm2-path",
-        default=None,
-        help="A SmolLM2 model folder; default: the fetch command's cache folder, fetched when it is not there.",
-    )
-    _common.add_settings_arguments(parser, Settings)
+    add = parser.add_argument
+    add("--quick", action="store_true", help="Tiny models and sizes: seconds (the test runs it).")
+    add("--models", nargs="+", default=["tiny-seq2seq", "tiny-causal"], help="tiny-seq2seq, tiny-causal or folders.")
+    add("--output-dir", default="outputs/benchmarks/step_cost")
+    add("--data-dir", default=str(render.DATA_DIR), help="The release's data; 'none': synthetic MWP rows.")
+    add("--resume", action="store_true", help="Keep the cells of the output dir's step_cost.json.")
+    add("--profile", action="store_true", help="Also profile one REFINER step at the compare point.")
+    add("--threads", type=int, default=None, help="torch threads (1 on a CPU shared with other jobs).")
+    add("--use-cpu", action="store_true", help="Train on the CPU even when an accelerator is there.")
+    for name, default in (
+        ("hidden-size", 256), ("seq2seq-layers", 4), ("causal-layers", 8), ("vocab-size", 2000), ("batch-size", 8),
+        ("compare-k", 4), ("compare-turns", 3), ("warmup", 1), ("repeats", 3), ("max-prompt-length", 320),
+        ("seed", 0), ("max-new-tokens", None),
+    ):  # fmt: skip
+        add(f"--{name}", type=int, default=default)
+    add("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
+    add("--turns", type=int, nargs="+", default=[1, 2, 3])
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(**QUICK)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark (or re-render an earlier run with `--render`) and return its data.
-
-    Args:
-        argv (`Sequence[str]`, *optional*):
-            The arguments; `None`: the process's own.
-    """
     args = parse_args(argv)
-    outputs = _common.Outputs(
-        "step_cost", Path(args.output_dir), step_cost_report.format_markdown, step_cost_report.plot
-    )
-    return _common.drive(args, outputs, lambda: measure(args, argv, outputs))
+    import torch
 
+    from refiner_trl.report import write_json
 
-def measure(args: argparse.Namespace, argv: Sequence[str] | None, outputs: _common.Outputs) -> dict[str, Any]:
-    """The sections of `--sections`, the JSON saved after each (and after each SmolLM2 cell).
-
-    Args:
-        args (`argparse.Namespace`):
-            The parsed options.
-        argv (`Sequence[str]`, *optional*):
-            The arguments, for the command written in the JSON.
-        outputs (`Outputs`):
-            Where the JSON goes; with `--resume`, its earlier sections and cells are kept.
-    """
-    threads = _common.set_threads(args.threads)
-    data_dir = _common.data_dir(args.data_dir)
-    settings = _common.settings_from_args(args, replace(QUICK) if args.quick else Settings())
-    seeds = args.seeds or [0]
-    started = time.perf_counter()
-    earlier = outputs.earlier(args.resume)
-    data: dict[str, Any] = {
-        "benchmark": "step_cost",
-        "command": _common.command_line(argv),
-        "quick": args.quick,
-        "machine": _machine.machine_info(threads),
-        "settings": asdict(settings),
-        "seed": seeds[0],
-    }
-    if len(seeds) > 1:
-        print(f"step_cost uses one seed (the model and batch); using {seeds[0]}", flush=True)
-    earlier_seconds = earlier.get("wall_seconds") or 0.0
-
-    def save() -> None:
-        data["wall_seconds"] = earlier_seconds + time.perf_counter() - started
-        outputs.save(data)
-
-    if "tiny" in args.sections:
-        data["results"] = earlier.get("results") or run(settings, args.architectures, seeds[0], data_dir)
-        save()
-    if "smollm2" in args.sections:
-        from refiner_trl.pretrained import fetch
-
-        path = fetch("smollm2-135m-instruct") if args.smollm2_path is None else Path(args.smollm2_path)
-        if not (path / "config.json").is_file():
-            raise SystemExit(f"--smollm2-path {path}: no model folder there (no config.json)")
-        data["smollm2"] = earlier.get("smollm2", {})
-        step_cost_smollm2.run(
-            path, step_cost_smollm2.settings_for(settings), seeds[0], data_dir, data["smollm2"], save
-        )
-    data["wall_seconds"] = earlier_seconds + time.perf_counter() - started
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    output_dir = Path(args.output_dir)
+    path = output_dir / "step_cost.json"
+    earlier = json.loads(path.read_text(encoding="utf-8")) if args.resume and path.is_file() else {}
+    data = {
+        "benchmark": "step_cost", "command": " ".join(["python", *sys.argv]), "quick": args.quick,
+        "machine": render.machine(args.threads), "settings": vars(args), "models": earlier.get("models", {}),
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.models:
+            key = Path(name).name
+            setup = {**build(name, args), "scratch": scratch}
+            entry = data["models"].setdefault(key, {"cells": {}})
+            entry.update({k: v for k, v in setup.items() if isinstance(v, (int, float, str))})
+            print(f"{key}: {setup['parameters'] / 1e6:.2f}M parameters, {setup['max_new_tokens']} new tokens")
+            for cell, measure in plan(args):
+                if cell in entry["cells"]:
+                    continue
+                entry["cells"][cell] = measure(setup)
+                write_json(path, data)
+                record = entry["cells"][cell]
+                overhead = "" if record["overhead"] is None else f", overhead {record['overhead']:.3f}"
+                print(f"  {cell}: step {record['step']:.3f} s{overhead}", flush=True)
+    render.write_outputs(output_dir, "step_cost", data, markdown(data))
+    render.plot_stacked(
+        {model: {cell: parts(record) for cell, record in entry["cells"].items() if cell.startswith("k=")}
+         for model, entry in data["models"].items()},
+        output_dir / "step_cost.png", "seconds per step",
+    )  # fmt: skip
     return data
+
+
+def parts(cell: dict[str, Any]) -> dict[str, float]:
+    """A REFINER step split into generate, critique, forward, backward and other (the rest of the step)."""
+    generate, critique = cell.get("time/generate", 0.0), cell.get("time/critique", 0.0)
+    forward, forward_backward = cell.get("time/forward", 0.0), cell.get("time/forward_backward", 0.0)
+    split = {"generate": generate, "critique": critique, "forward": forward, "backward": forward_backward - forward}
+    return {**split, "other": cell["step"] - generate - critique - forward_backward}
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = ["# Step cost", "", render.machine_line(data["machine"]), "", f"Command: `{data['command']}`", ""]
+    for model, entry in data["models"].items():
+        cells = entry["cells"]
+        grid = [{"cell": name, **cell, **parts(cell)} for name, cell in cells.items() if name.startswith("k=")]
+        lines += [f"## {model}: {entry['parameters'] / 1e6:.2f}M parameters, {entry['data']} data", ""]
+        columns = ["cell", "step", "step_cpu", "generate", "critique", "forward", "backward", "other", "overhead"]
+        lines += ["Seconds per step (medians):", "", render.table(grid, columns), ""]
+        refiner = cells.get(f"k={data['settings']['compare_k']} T={data['settings']['compare_turns']}")
+        others = [(name, cell) for name, cell in cells.items() if not name.startswith(("k=", "profile"))]
+        if refiner and others:
+            rows = [{"step": name, "seconds": c["step"], "cpu": c["step_cpu"], "over": c["step"] / refiner["step"]}
+                    for name, c in others]  # fmt: skip
+            headings = {"step": "step", "seconds": "wall s", "cpu": "CPU s", "over": "/ REFINER step"}
+            lines += ["Comparisons:", "", render.table(rows, headings), ""]
+        for name, cell in cells.items():
+            if "operators" in cell:
+                operators = render.table(cell["operators"], ["operator", "self_cpu_s", "share"])
+                lines += [f"Profile of one step, {name}:", "", operators, ""]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -16,36 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_quick(script: str, output_dir: Path) -> subprocess.CompletedProcess:
-    """Run `benchmarks/<script> --quick` with one torch thread (the CPU is shared) and synthetic data only."""
+def run_quick(script: str, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Run `benchmarks/<script> --quick` as a subprocess, one torch thread (the CPU is shared), synthetic data only."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / script),
-        "--quick",
-        "--threads",
-        "1",
-        "--data-dir",
-        "none",
-        "--output-dir",
-        str(output_dir),
-    ]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--threads", "1", "--data-dir", "none"]
+    command += ["--output-dir", str(output_dir), *extra]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
-
-
-def numbers(value: Any) -> list[float]:
-    """Every number in a JSON value (booleans excluded)."""
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, (int, float)):
-        return [float(value)]
-    if isinstance(value, dict):
-        return [n for item in value.values() for n in numbers(item)]
-    if isinstance(value, list):
-        return [n for item in value for n in numbers(item)]
-    return []
 
 
 def check_outputs(output_dir: Path, name: str) -> dict[str, Any]:
@@ -58,50 +37,59 @@ def check_outputs(output_dir: Path, name: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_learning_quick(tmp_path):
-    result = run_quick("learning.py", tmp_path)
+def test_learning_quick_runs_the_recipes_and_reads_their_results(tmp_path):
+    result = run_quick("learning.py", tmp_path, "--variant", "sum:turn_loss_aggregation=sum")
     data = check_outputs(tmp_path, "learning")
-    assert "REFINER + trained critic" in result.stdout
-    pipelines = data["pipelines"]
-    assert {(p["task"], p["architecture"]) for p in pipelines} == {
-        (task, arch) for task in ("mwp", "snlr") for arch in ("seq2seq", "causal")
-    }
-    for pipeline in pipelines:
-        assert pipeline["data"] == "synthetic"
-        for row in ("baseline", "refiner_alone", "refiner_trained", "refiner_oracle", "refiner_detect"):
-            value = pipeline["results"][row]["final"][pipeline["primary_metric"]]
-            assert isinstance(value, float) and 0.0 <= value <= 1.0
-        assert pipeline["steps"]["baseline_total"] == pipeline["steps"]["refiner_total"]
-        assert all(math.isfinite(n) for n in numbers(pipeline["seconds"]))
-    assert len(data["summary"]) == 4
+    (pipeline,) = data["pipelines"]
+    assert (pipeline["task"], pipeline["architecture"], pipeline["data"]) == ("mwp", "causal", "synthetic")
+    assert set(pipeline["evaluations"]) == {"baseline", "sum"}
+    folder = tmp_path / "mwp-causal" / "seed-0"
+    for arm, evaluation in pipeline["evaluations"].items():
+        # What the benchmark read is the evaluate recipe's own results.json.
+        assert evaluation == json.loads((folder / f"evaluate-{arm}" / "results.json").read_text(encoding="utf-8"))
+        runs = {run["name"]: run for run in evaluation["runs"]}
+        assert set(runs) == {"none", "trained", "oracle"} and evaluation["num_examples"] == 8
+        for run in runs.values():
+            assert all(0.0 <= scores[evaluation["primary_metric"]] <= 1.0 for scores in run["by_turn"])
+    # The variant's key reached the REFINER recipe; the baseline started from the warm start's weights.
+    command = json.loads((folder / "sum" / "recipe_done.json").read_text(encoding="utf-8"))["command"]
+    assert command[command.index("--turn_loss_aggregation") + 1] == "sum"
+    assert str(folder / "warm") in json.loads((folder / "baseline" / "recipe_done.json").read_text())["command"]
+    assert all(seconds > 0 for seconds in pipeline["seconds"].values())
+    assert [row["arm"] for row in data["summary"]] == ["baseline", "sum"] and "+ oracle critic" in result.stdout
+
+    again = run_quick("learning.py", tmp_path, "--variant", "sum:turn_loss_aggregation=sum", "--resume")
+    assert again.stdout.count("done in an earlier run") == 6  # warm, baseline, sum, critic, 2 evaluations
 
 
 @pytest.mark.slow
-def test_step_cost_quick(tmp_path):
-    run_quick("step_cost.py", tmp_path)
+def test_step_cost_quick_reads_the_trainers_time_logs(tmp_path):
+    run_quick("step_cost.py", tmp_path, "--profile")
     data = check_outputs(tmp_path, "step_cost")
-    for architecture in ("seq2seq", "causal"):
-        entry = data["results"][architecture]
-        assert entry["grid"], architecture
-        for cell in entry["grid"]:
-            assert cell["measured_steps"] >= 1
-            assert all(math.isfinite(cell[name]) for name in ("step", "generate", "forward", "backward", "optimizer"))
-            assert cell["step"] > 0 and cell["overhead"] >= 0.5
-            if cell["turns"] == 1:  # the only turn is the last: nothing is sampled or critiqued by default
-                assert cell["generate"] == 0.0 and cell["critique"] == 0.0
-        comparison = entry["comparison"]
-        assert comparison["refiner_over_supervised"] > 0 and comparison["per_example_over_refiner"] > 0
-        assert comparison["explore_last_turn"]["generate"] > 0 and comparison["refiner"]["generate"] > 0
-        inference = entry["inference"]
-        # Early stopping never generates more than running all turns.
-        work = inference["function_generator"]
-        assert work["early_stopping"]["prompts_generated"] <= work["all_turns"]["prompts_generated"]
-        assert (
-            inference["model_generator"]["early_stopping"]["prompts_generated"]
-            <= (inference["model_generator"]["all_turns"]["prompts_generated"])
-        )
+    assert set(data["models"]) == {"tiny-seq2seq", "tiny-causal"}
+    for model in data["models"].values():
+        cells = model["cells"]
+        assert set(cells) == {"k=1 T=1", "k=1 T=2", "k=2 T=2", "supervised", "explore_last_turn k=2 T=2",
+                              "profile k=2 T=2"}  # fmt: skip
+        for name, cell in cells.items():
+            assert cell["measured_steps"] == 2 and 0 < cell["step_cpu"] and 0 < cell["step"]
+            if name == "supervised":
+                assert not any(key.startswith("time/") for key in cell)  # the supervised trainer logs no time/*
+                continue
+            parts = [cell[f"time/{part}"] for part in ("generate", "critique", "forward", "forward_backward")]
+            assert all(math.isfinite(part) and part >= 0 for part in parts)
+            assert cell["time/forward"] <= cell["time/forward_backward"] <= cell["step"]
+            assert cell["overhead"] == pytest.approx(cell["step"] / (parts[0] + parts[1] + parts[3]))
+        # T = 1 explores nothing by default (its only turn is the last); explore_last_turn samples it too.
+        assert cells["k=1 T=1"]["time/generate"] == 0.0 and cells["k=2 T=2"]["time/generate"] > 0
+        assert cells["explore_last_turn k=2 T=2"]["time/generate"] > 0
+        operators = cells["profile k=2 T=2"]["operators"]
+        assert operators and all(op["operator"] and 0 <= op["share"] <= 1 for op in operators)
 
 
+# TODO(lead): the lead rewrites the pretrained benchmark as a driver over the recipes, and these two tests with it
+# (`benchmarks/_common.py`, `_machine.py` and `_measurements.py`, which its files import, are gone).
+@pytest.mark.skip(reason="TODO(lead): benchmarks/pretrained*.py is being rebuilt over the recipes")
 @pytest.mark.slow
 def test_pretrained_benchmark_quick_trains_every_arm_resumes_and_evaluates_again(tmp_path):
     """`benchmarks/pretrained.py --quick` (a tiny model in place of SmolLM2): every phase, then `--resume` trains
@@ -148,6 +136,7 @@ def test_pretrained_benchmark_quick_trains_every_arm_resumes_and_evaluates_again
     assert json.loads((tmp_path / "pretrained.json").read_text())["num_eval"] == 4
 
 
+@pytest.mark.skip(reason="TODO(lead): benchmarks/pretrained*.py is being rebuilt over the recipes")
 def test_pretrained_report_targets_are_paired_differences_against_the_arms_own_baseline(monkeypatch):
     """The targets table compares each REFINER arm with the baseline of its own warm start, row by row."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))

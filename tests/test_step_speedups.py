@@ -3,12 +3,12 @@ forward split into length groups. Both must leave what is computed unchanged."""
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import code_rows, quiet_refiner_config, tokenizer_for
 from datasets import Dataset
 
@@ -17,15 +17,74 @@ from refiner_trl.data import encode_prompts
 from refiner_trl.length_groups import length_groups
 from refiner_trl.modeling import build_tiny_model, generate_texts, prefill_shared_prompts
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from trainer_variants import single_forward_turn_losses  # noqa: E402
-
 PROMPTS = [
     "Item 1: what is its code?",
     "Item 222222: what is its code? Answer with the code of the item, please, and nothing else.",
     "Item 3?",
     "Item 1: what is its code?",  # a repeated prompt shares the prefill too
 ]
+
+
+def single_forward_turn_losses(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    turn_prompts: list[list[str]],
+    completions: list[str],
+    max_prompt_length: int | None,
+    max_completion_length: int | None,
+    encoder_decoder: bool,
+    decoder_start_token_id: int | None = None,
+) -> torch.Tensor:
+    """The per-turn losses as computed before length groups: one right-padded forward over every turn's rows, with
+    the logits of every position: the reference the trainer's grouped forward is checked against.
+
+    Args:
+        model (`torch.nn.Module`):
+            The model.
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer.
+        turn_prompts (`list[list[str]]`):
+            Each turn's prompts, one per example.
+        completions (`list[str]`):
+            The gold completions, one per example (the same in every turn).
+        max_prompt_length (`int`, *optional*):
+            Prompts are cut to this many tokens.
+        max_completion_length (`int`, *optional*):
+            Completions are cut to this many tokens.
+        encoder_decoder (`bool`):
+            Whether the model is an encoder-decoder.
+        decoder_start_token_id (`int`, *optional*):
+            An encoder-decoder's first decoder token.
+
+    Returns:
+        `torch.Tensor`: one mean token loss per turn.
+    """
+    from refiner_trl.data import LABEL_PAD, encode_prompt_completion
+    from refiner_trl.trainer import _shift_right
+
+    num_turns, batch_size = len(turn_prompts), len(completions)
+    batch, _ = encode_prompt_completion(
+        tokenizer,
+        [p for prompts in turn_prompts for p in prompts],
+        completions * num_turns,
+        max_prompt_length,
+        max_completion_length,
+        encoder_decoder,
+    )
+    device = next(model.parameters()).device
+    batch = {key: value.to(device) for key, value in batch.items()}
+    labels = batch.pop("labels")
+    if encoder_decoder:
+        batch["decoder_input_ids"] = _shift_right(labels, decoder_start_token_id, tokenizer.pad_token_id)
+        logits = model(**batch, use_cache=False).logits
+    else:
+        logits = model(**batch, use_cache=False).logits[:, :-1]
+        labels = labels[:, 1:]
+    token_losses = F.cross_entropy(
+        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD, reduction="none"
+    ).view(num_turns, batch_size, -1)
+    mask = (labels != LABEL_PAD).view(num_turns, batch_size, -1)
+    return token_losses.sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp(min=1)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +231,7 @@ def test_grouped_loss_forward_equals_single_forward(tiny, architecture, tmp_path
     grouped.sum().backward()
     grouped_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    # The benchmark's "before" loss (one right-padded forward with every position's logits) is the reference.
+    # The loss before length groups (one right-padded forward with every position's logits) is the reference.
     single = single_forward_turn_losses(
         model, tokenizer, turn_prompts, completions, 512, 256, architecture == "seq2seq",
         getattr(model.config, "decoder_start_token_id", None),
