@@ -27,6 +27,7 @@ from transformers import set_seed
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
 from refiner_trl.critics import ModelCritic
 from refiner_trl.recipe_args import CriticModelArguments, ModelArguments, TaskArguments
+from refiner_trl.recipe_checks import prepare_training_run
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.report import write_json
 from refiner_trl.supervised import SupervisedConfig, train_supervised
@@ -64,6 +65,9 @@ def main(
     Under `accelerate launch` every process trains; the main process alone evaluates and writes the report (the
     others return `{}`).
     """
+    # Checks before anything is built: the model folder, the checkpoint to resume from, the output folder
+    resume = prepare_training_run(training_args, model_args.model_name_or_path)
+
     # Threads and seed
     if training_args.torch_num_threads is not None:
         torch.set_num_threads(training_args.torch_num_threads)
@@ -85,12 +89,13 @@ def main(
         texts, training_args.trust_remote_code, training_args.seed, training_args.model_init_kwargs
     )
 
-    # Train and save
+    # Train (resuming when asked) and save
     eval_dataset = critic_eval if training_args.eval_strategy != "no" else None
     peft_config = model_args.peft_config(model)
     trainer = train_supervised(
-        model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset, peft_config=peft_config
+        model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset, peft_config=peft_config, train=False
     )
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # with the tokenizer; collective under DeepSpeed ZeRO-3
     if not trainer.is_world_process_zero():
         return {}

@@ -25,6 +25,7 @@ from refiner_trl import RefinerConfig, RefinerTrainer
 from refiner_trl.evaluation import EvaluationResult, evaluate_and_report
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.recipe_args import CriticArguments, ModelArguments, RecipeArguments, TaskArguments
+from refiner_trl.recipe_checks import prepare_training_run
 from refiner_trl.recipe_parser import parse_recipe_args
 
 REFINER_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, RecipeArguments, RefinerConfig)
@@ -43,6 +44,9 @@ def main(
     Runs as it is under `accelerate launch` (DDP, DeepSpeed ZeRO): every process trains, the main process alone
     evaluates, writes the report and prints.
     """
+    # Checks before anything is built: the model folder, the checkpoint to resume from, the output folder
+    resume = prepare_training_run(args, model_args.model_name_or_path)
+
     # Threads and seed
     if args.torch_num_threads is not None:
         torch.set_num_threads(args.torch_num_threads)
@@ -70,7 +74,7 @@ def main(
     )
 
     # Train (resuming when asked) and save
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
     if not recipe_args.evaluate_after_training or not trainer.accelerator.is_main_process:
         return None
