@@ -85,12 +85,12 @@ class Recorder:
 
 def test_the_critique_prompt_names_the_task_errors_and_maps_answers():
     task = get_task("mwp")
-    answers = ["Looks right, no mistakes.", "The operator in #0 is incorrect.", ""]
+    answers = ["Looks right, no mistakes.", "The operator in #0 is incorrect.", "Feedback: Missing operation."]
     recorder = Recorder(lambda prompts: answers[: len(prompts)])
     critic = LLMCritic(recorder, task=task)
     x = "Tom has number0 apples and buys number1 more.\nNumbers: number0=3, number1=2\nEquation:"
     feedback = critic.critique([x] * 3, ["#0: add ( number0, number1 )", "#0: subtract ( number0, number1 )", "z"])
-    assert feedback == [NO_ERROR, "The operator in #0 is incorrect.", ""]
+    assert feedback == [NO_ERROR, "The operator in #0 is incorrect.", "Missing operation."]  # (empty: an error)
     ((prompts, _),) = recorder.calls  # one batched call
     first = prompts[0]
     assert x in first and "#0: add ( number0, number1 )" in first
