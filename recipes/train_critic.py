@@ -30,6 +30,7 @@ from refiner_trl.critic_calibration import calibrate, calibration_summary, compl
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
 from refiner_trl.critic_samples import critic_rows, read_samples, split_calibration
 from refiner_trl.critics import NO_ERROR, ModelCritic, is_no_error
+from refiner_trl.recipe_checks import prepare_training_run
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.report import write_json
 from refiner_trl.script_args import CriticArguments, ModelArguments, TaskArguments
@@ -51,6 +52,9 @@ def main(
     Under `accelerate launch` every process trains; the main process alone evaluates and writes the report (the
     others return `{}`).
     """
+    # Checks before anything is built: the model folder, the checkpoint to resume from, the output folder
+    resume = prepare_training_run(training_args, model_args.model_name_or_path)
+
     # Threads and seed
     if model_args.torch_num_threads is not None:
         torch.set_num_threads(model_args.torch_num_threads)
@@ -79,12 +83,13 @@ def main(
     texts = [f"{p} {c}" for p, c in zip(critic_train["prompt"], critic_train["completion"])]
     model, tokenizer = load_model(model_args, texts, training_args.seed)
 
-    # Train and save
+    # Train (resuming when asked) and save
     eval_dataset = critic_eval if training_args.eval_strategy != "no" else None
     peft_config = get_peft_config(model_args, model)
     trainer = train_supervised(
-        model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset, peft_config=peft_config
+        model, tokenizer, critic_train, training_args, eval_dataset=eval_dataset, peft_config=peft_config, train=False
     )
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # with the tokenizer; collective under DeepSpeed ZeRO-3
     if not trainer.is_world_process_zero():
         return {}

@@ -20,6 +20,7 @@ from transformers import set_seed
 from refiner_trl.builders import get_peft_config, load_model, load_task_data
 from refiner_trl.evaluation import EvaluationResult, evaluate_and_report, evaluation_critics, turns_by_critic
 from refiner_trl.generators import ModelGenerator
+from refiner_trl.recipe_checks import prepare_training_run
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.script_args import CriticArguments, EvaluationArguments, ModelArguments, TaskArguments
 from refiner_trl.supervised import SupervisedConfig, train_supervised
@@ -41,6 +42,9 @@ def main(
             "conversational: the warm start trains on standard rows; use conversational rows with the REFINER "
             "recipes (recipes/train_refiner.py, train_mwp.py, train_snlr.py, train_ms.py)"
         )
+    # Checks before anything is built: the model folder, the checkpoint to resume from, the output folder
+    resume = prepare_training_run(args, model_args.model_name_or_path)
+
     # Threads and seed
     if model_args.torch_num_threads is not None:
         torch.set_num_threads(model_args.torch_num_threads)
@@ -65,7 +69,7 @@ def main(
     )
 
     # Train (resuming when asked) and save
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
     if not eval_args.evaluate_after_training or not trainer.accelerator.is_main_process:
         return None

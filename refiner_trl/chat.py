@@ -14,7 +14,7 @@ from typing import Any, Union
 from datasets import Dataset
 from trl.data_utils import apply_chat_template, is_conversational, maybe_apply_chat_template
 
-from .data import COMPLETION, PROMPT, DataError, check_messages
+from .data import COMPLETION, PROMPT, DataError, check_messages, content_text
 from .templates import REFINE_FEEDBACK_TEMPLATE, REFINE_TEMPLATE, render_refine_prompt
 
 Message = dict[str, str]
@@ -44,7 +44,7 @@ def plain_text(value: Prompt) -> str:
     """
     if isinstance(value, str):
         return value
-    return "\n".join(message["content"] for message in value)
+    return "\n".join(content_text(message["content"]) for message in value)
 
 
 def check_prompts(prompts: Sequence[Any], where: str) -> bool:

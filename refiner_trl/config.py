@@ -42,6 +42,13 @@ class SupervisedConfig(TrainingArguments):
         max_completion_length (`int` or `None`, *optional*, defaults to `256`):
             Longest gold completion in tokens, EOS included, for the cross-entropy. Truncations are counted and
             reported once.
+
+        > Parameters that control the output folder
+
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Let a recipe start afresh into an `output_dir` that holds checkpoints of an earlier run: they are deleted
+            first. Unset, such a run is refused (resume it with `resume_from_checkpoint: true`, or choose another
+            `output_dir`), so that a rerun of the same command never writes over an earlier run's checkpoints.
     """
 
     _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
@@ -58,8 +65,13 @@ class SupervisedConfig(TrainingArguments):
     max_completion_length: int | None = field(
         default=256, metadata={"help": "Longest gold completion in tokens, EOS included."}
     )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start afresh over the checkpoints of an earlier run in output_dir."}
+    )
 
     def __post_init__(self) -> None:
+        if not self.learning_rate >= 0:  # before TrainingArguments or a trainer makes any folder
+            raise ValueError(f"learning_rate must be at least 0, got {self.learning_rate}")
         super().__post_init__()
         for name in ("max_prompt_length", "max_completion_length"):
             value = getattr(self, name)

@@ -49,11 +49,13 @@ def load_records(source: str, split: str = "train", subset: str | None = None) -
     if path.suffix in {".json", ".jsonl"} or path.exists():
         if not path.is_file():
             raise DataError(f"{source}: no such file")
-        return Dataset.from_list(_read_json_rows(path))
+        rows, places = _read_json_rows(path)
+        return rows_to_dataset(rows, str(path), places)
     return load_dataset(source, subset, split=split)
 
 
-def _read_json_rows(path: Path) -> list[dict[str, Any]]:
+def _read_json_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of a JSON or JSONL file, and where each one is (`row <index>` or `line <number>`)."""
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -61,8 +63,9 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
             raise DataError(f"{path}: not valid JSON ({error})") from error
+        places = [f"row {index}" for index in range(len(rows))]
     else:
-        rows = []
+        rows, places = [], []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -70,12 +73,68 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise DataError(f"{path}, line {number}: not valid JSON ({error})") from error
+            places.append(f"line {number}")
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(f"{path}, row {index}: expected a JSON object, got {type(row).__name__}")
     if not rows:
         raise DataError(f"{path}: holds no rows")
-    return rows
+    return rows, places
+
+
+def rows_to_dataset(rows: Sequence[dict[str, Any]], source: str, places: Sequence[str] | None = None) -> Dataset:
+    """`Dataset.from_list(rows)`, with a [`DataError`] naming the row and field where rows disagree on a field's kind
+    (a string prompt in one row and a list of messages in another, text and a number, ...), instead of pyarrow's
+    `ArrowInvalid`, which names neither.
+
+    Args:
+        rows (`Sequence[dict]`):
+            The rows, e.g. a list of standard or conversational prompt-completion rows.
+        source (`str`):
+            Names the rows in error messages: a file, or e.g. `"train rows"`.
+        places (`Sequence[str]`, *optional*):
+            Where each row is, e.g. `"line 3"` of a JSONL file; defaults to `"row <index>"`.
+
+    Example:
+
+    ```python
+    >>> rows_to_dataset([{"prompt": "2 + 2 =", "completion": "4"}], "my rows").column_names
+    ['prompt', 'completion']
+
+    ```
+    """
+    try:
+        return Dataset.from_list(list(rows))
+    except (ValueError, TypeError) as error:  # pyarrow's ArrowInvalid / ArrowTypeError
+        places = list(places) if places is not None else [f"row {index}" for index in range(len(rows))]
+        first: dict[str, tuple[str, str]] = {}
+        for place, row in zip(places, rows):
+            for field, value in row.items():
+                kind = _kind(value)
+                if kind is None:
+                    continue
+                seen = first.setdefault(field, (kind, place))
+                if seen[0] != kind:
+                    fix = (
+                        "; a dataset is either standard (strings) or conversational (lists of role/content messages), "
+                        "not both"
+                        if field in (PROMPT, COMPLETION) and {kind, seen[0]} == {"a string", "a list"}
+                        else "; give every row the same kind of value"
+                    )
+                    where = f"{source}, {place}: {field!r}"
+                    raise DataError(f"{where} is {kind}, but {seen[1]} has {seen[0]}{fix}") from None
+        raise DataError(f"{source}: the rows do not fit one table ({type(error).__name__}: {error})") from None
+
+
+def _kind(value: Any) -> str | None:
+    """What pyarrow sees in a value: `None` (fits any column), a string, a number, a bool, a list or an object."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a bool"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def require_fields(rows: Sequence[dict[str, Any]] | Dataset, fields: Sequence[str], source: str) -> None:
@@ -136,7 +195,7 @@ def validate_prompt_completion(dataset: Dataset, name: str = "train_dataset") ->
             check_messages(completion, f"{where}, {COMPLETION!r}", last_role="assistant")
             if len(completion) != 1:
                 raise DataError(f"{where}: {COMPLETION!r} must hold one assistant message, got {len(completion)}")
-            if not completion[0]["content"].strip():
+            if not content_text(completion[0]["content"]).strip():
                 raise DataError(f"{where}, {COMPLETION!r}, message 0: 'content' is empty")
     return conversational
 
@@ -166,10 +225,47 @@ def check_messages(messages: Any, where: str, last_role: str | None = None) -> N
                 raise DataError(f"{at}: no {key!r} (a message is {{'role': ..., 'content': ...}})")
         if message["role"] not in CHAT_ROLES:
             raise DataError(f"{at}: role {message['role']!r} is not one of {', '.join(CHAT_ROLES)}")
-        if not isinstance(message["content"], str):
-            raise DataError(f"{at}: 'content' must be a string, got {type(message['content']).__name__}")
+        text = content_text(message["content"], at)
+        if message["role"] == "user" and not text.strip():
+            raise DataError(f"{at}: 'content' of the user's message is empty")
     if last_role is not None and messages[-1]["role"] != last_role:
         raise DataError(f"{where}: the last message must be the {last_role}'s, got role {messages[-1]['role']!r}")
+
+
+def content_text(content: Any, where: str = "message") -> str:
+    """The text of a message's content: a string as it is, or the `text` of its parts joined (TRL's content parts,
+    `[{"type": "text", "text": ...}, ...]`, as the chat templates of multimodal-ready models read them).
+
+    Args:
+        content (`Any`):
+            The message's `content`.
+        where (`str`, *optional*, defaults to `"message"`):
+            Names the message in error messages.
+
+    Raises:
+        [`DataError`]: when `content` is neither a string nor a list of text parts.
+
+    Example:
+
+    ```python
+    >>> content_text([{"type": "text", "text": "2 + 2 "}, {"type": "text", "text": "="}])
+    '2 + 2 ='
+
+    ```
+    """
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise DataError(f"{where}: 'content' must be a string or a list of text parts, got {type(content).__name__}")
+    texts = []
+    for number, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise DataError(
+                f"{where}, part {number}: expected a text part {{'type': 'text', 'text': ...}}, got {part!r:.80} "
+                "(REFINER trains on text only)"
+            )
+        texts.append(part["text"])
+    return "".join(texts)
 
 
 @dataclass

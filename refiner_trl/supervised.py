@@ -26,6 +26,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from .checkpoints import CheckpointManifestCallback
 from .config import SupervisedConfig
 from .data import (
     COMPLETION,
@@ -222,6 +223,7 @@ def train_supervised(
     ```
     """
     prepare_tokenizer(tokenizer)
+    callbacks = [*(callbacks or []), CheckpointManifestCallback()]  # each checkpoint's manifest, written last
     validate_prompt_completion(train_dataset, "train_dataset")
     if eval_dataset is not None:
         validate_prompt_completion(eval_dataset, "eval_dataset")

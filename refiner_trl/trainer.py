@@ -30,7 +30,7 @@ from .chat import (
     render_prompt_completion,
     require_chat_template,
 )
-from .checkpoints import is_complete_checkpoint, last_complete_checkpoint
+from .checkpoints import CheckpointManifestCallback, is_complete_checkpoint, last_complete_checkpoint
 from .config import RefinerConfig
 from .critics import Critic, checked_critique, is_no_error, load_critic_state, save_critic_state
 from .data import (
@@ -167,6 +167,7 @@ class RefinerTrainer(_BaseTrainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        self.add_callback(CheckpointManifestCallback())  # each checkpoint's manifest, written last
         self.critic = critic
         self.encoder_decoder = is_encoder_decoder(model)
         self._metrics: dict[str, defaultdict[str, list[float]]] = {

@@ -233,6 +233,10 @@ def bad_rows(chat_rows, fault: str) -> list[dict]:
     rows = [as_conversation(r) for r in chat_rows[:3]]
     if fault == "mixed":
         return [{**r, "completion": r["completion"][0]["content"]} for r in rows]
+    if fault == "image part":  # every row's content as parts (one column kind), row 1's an image
+        rows = [{"prompt": as_parts(r["prompt"]), "completion": as_parts(r["completion"])} for r in rows]
+        rows[1]["prompt"] = [{"role": "user", "content": [{"type": "image", "image": "cat.png"}]}]
+        return rows
     if fault == "no role":
         return [{**r, "prompt": [{"content": m["content"]} for m in r["prompt"]]} for r in rows]
     row = dict(rows[1])
@@ -246,6 +250,8 @@ def bad_rows(chat_rows, fault: str) -> list[dict]:
         row["completion"] = row["completion"] * 2
     elif fault == "empty completion":
         row["completion"] = [{"role": "assistant", "content": " "}]
+    elif fault in ("empty user content", "blank user content"):
+        row["prompt"] = [{"role": "user", "content": "" if fault == "empty user content" else "   "}]
     return [rows[0], row, rows[2]]
 
 
@@ -259,6 +265,9 @@ def bad_rows(chat_rows, fault: str) -> list[dict]:
         ("ends with assistant", r"train_dataset, row 1, 'prompt': the last message must be the user's"),
         ("two completions", r"train_dataset, row 1: 'completion' must hold one assistant message, got 2"),
         ("empty completion", r"train_dataset, row 1, 'completion', message 0: 'content' is empty"),
+        ("empty user content", r"train_dataset, row 1, 'prompt', message 0: 'content' of the user's message is empty"),
+        ("blank user content", r"train_dataset, row 1, 'prompt', message 0: 'content' of the user's message is empty"),
+        ("image part", r"train_dataset, row 1, 'prompt', message 0, part 0: expected a text part .*text only"),
     ],
 )
 def test_bad_conversational_rows_fail_before_training_naming_row_and_field(chat_rows, tmp_path, fault, message):
@@ -266,6 +275,38 @@ def test_bad_conversational_rows_fail_before_training_naming_row_and_field(chat_
     model = build_tiny_model("causal", tokenizer, seed=0)
     with pytest.raises(DataError, match=message):
         make_trainer(model, tokenizer, bad_rows(chat_rows, fault), tmp_path)
+
+
+PARTS_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{{ message['content'] }}",
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{% endif %}",
+)
+"""[`CHAT_TEMPLATE`] reading content given as a string or as a list of text parts, as multimodal-ready templates do."""
+
+
+def as_parts(messages):
+    """Each message's content split into two text parts."""
+    return [
+        {**m, "content": [{"type": "text", "text": m["content"][:3]}, {"type": "text", "text": m["content"][3:]}]}
+        for m in messages
+    ]
+
+
+def test_content_given_as_text_parts_trains_as_the_same_text(chat_rows, tmp_path):
+    tokenizer = chat_tokenizer_for(chat_rows)
+    tokenizer.chat_template = PARTS_CHAT_TEMPLATE
+    rows = [as_conversation(r) for r in chat_rows]
+    parts = [{"prompt": as_parts(r["prompt"]), "completion": as_parts(r["completion"])} for r in rows]
+    assert plain_text(parts[0]["prompt"]) == chat_rows[0]["prompt"]  # what the critic reads
+    losses, critics = [], []
+    for data in (rows, parts):
+        critic = RecordingCritic()
+        trainer = make_trainer(build_tiny_model("causal", tokenizer, seed=0), tokenizer, data, tmp_path, critic)
+        trainer.train()
+        losses.append([log["loss"] for log in trainer.state.log_history if "loss" in log])
+        critics.append(critic.calls)
+    assert losses[0] == losses[1] and critics[0] == critics[1]  # TRL renders the parts as the text they hold
 
 
 def test_conversational_rows_need_a_tokenizer_with_a_chat_template(chat_rows, tmp_path):

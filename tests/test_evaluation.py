@@ -85,6 +85,33 @@ def test_evaluate_refinement_scores_each_turn_and_shares_turn_zero():
     assert result.primary_metric == "equation_accuracy" == primary_metric(task)
 
 
+@pytest.mark.parametrize("turns", [2, 3])
+def test_every_critic_row_runs_exactly_the_configured_number_of_turns(turns):
+    """A critic that never accepts and a generator that writes its turn into each hypothesis: the row must critique
+    T times, refine T times, and score turn T's hypotheses last; one turn fewer would show in each count."""
+    task = get_task("mwp")
+    rows = task.synthetic(n=4, seed=1)
+    critic_calls: list[list[str]] = []
+
+    def generator(prompts: list[str]) -> list[str]:
+        """z_0 is `turn 0`; a refine prompt, which shows the previous answer `turn t`, gets `turn t+1`."""
+        return [f"turn {int(p.split('turn ')[1].split()[0]) + 1}" if "turn " in p else "turn 0" for p in prompts]
+
+    def never_accepts(prompts, hypotheses, references):
+        critic_calls.append(list(hypotheses))
+        return ["Something is wrong."] * len(hypotheses)
+
+    critics = {"none": None, "never": CallableCritic(never_accepts)}
+    result = evaluate_refinement(task, generator, rows, critics, max_turns={"never": turns}, progress=False)
+    run = result.runs[1]
+    assert run.max_turns == turns and run.label == f"+ never critic (T={turns})"
+    assert critic_calls == [[f"turn {t}"] * len(rows) for t in range(turns)]  # turns 0..T-1 critiqued
+    assert len(run.by_turn) == turns + 1 and run.refine["mean_refinements"] == turns
+    for example in run.examples:
+        assert example["hypotheses"] == [f"turn {t}" for t in range(turns + 1)]  # the last one is turn T's
+        assert len(example["feedback"]) == turns
+
+
 def test_table_metrics_per_task_and_fallback():
     assert table_metrics(get_task("snlr"))[0] == "inference_rule_accuracy"
     assert table_metrics(get_task("moral_stories"))[0] == "norm_rougeL"

@@ -7,10 +7,11 @@ import doctest
 import json
 import runpy
 import sys
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from conftest import code_rows, quiet_refiner_config, tokenizer_for
+from conftest import LocalEndpoint, code_rows, quiet_refiner_config, tokenizer_for
 from datasets import Dataset
 
 import refiner_trl.critics.llm as llm_critic_module
@@ -84,12 +85,12 @@ class Recorder:
 
 def test_the_critique_prompt_names_the_task_errors_and_maps_answers():
     task = get_task("mwp")
-    answers = ["Looks right, no mistakes.", "The operator in #0 is incorrect.", ""]
+    answers = ["Looks right, no mistakes.", "The operator in #0 is incorrect.", "Feedback: Missing operation."]
     recorder = Recorder(lambda prompts: answers[: len(prompts)])
     critic = LLMCritic(recorder, task=task)
     x = "Tom has number0 apples and buys number1 more.\nNumbers: number0=3, number1=2\nEquation:"
     feedback = critic.critique([x] * 3, ["#0: add ( number0, number1 )", "#0: subtract ( number0, number1 )", "z"])
-    assert feedback == [NO_ERROR, "The operator in #0 is incorrect.", ""]
+    assert feedback == [NO_ERROR, "The operator in #0 is incorrect.", "Missing operation."]  # (empty: an error)
     ((prompts, _),) = recorder.calls  # one batched call
     first = prompts[0]
     assert x in first and "#0: add ( number0, number1 )" in first
@@ -127,6 +128,48 @@ def test_a_wrong_number_of_answers_is_named():
     critic = LLMCritic(CallableGenerator(lambda prompts: ["No error."]))
     with pytest.raises(GeneratorError, match=r"expected 2, got 1 \(LLMCritic\)"):
         critic.critique(["a", "b"], ["1", "2"])
+
+
+class ContentServer(LocalEndpoint):
+    """Answers every chat request with `content` as the message's content, whatever JSON value it is."""
+
+    def __init__(self, content):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                message = {"role": "assistant", "content": content}
+                payload = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": message}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
+        super().__init__(Handler)
+
+
+@pytest.mark.parametrize(
+    "content, error, message",
+    [
+        ("", GeneratorError, r"LLMCritic: the LLM's answer for hypothesis 0 is empty \(2 of 2 empty\).*max_tokens"),
+        ("   \n", GeneratorError, r"answer for hypothesis 0 is empty"),
+        (None, GeneratorError, r"prompt 0 failed .*message\.content is null, not text \(finish_reason 'stop'\)"),
+        (7, GeneratorError, r"prompt 0 failed .*message\.content is int, not text"),
+    ],
+)
+def test_an_empty_null_or_numeric_answer_is_a_clear_error(content, error, message, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = ContentServer(content)
+    try:
+        generator = OpenAIChatGenerator("m", base_url=server.base_url, timeout=5.0, max_retries=0, max_workers=1)
+        with pytest.raises(error, match=message):
+            LLMCritic(generator).critique(["2 + 3 =", "1 + 1 ="], ["5", "2"])
+    finally:
+        server.close()
 
 
 # --- against the real server ----------------------------------------------------------------------------------------

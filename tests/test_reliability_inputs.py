@@ -203,3 +203,53 @@ def test_bad_data_files_name_the_file_and_line(tmp_path, name, text, message):
         path.write_text(text)
     with pytest.raises(DataError, match=message):
         get_task("snlr").load(path=str(path))
+
+
+CHAT_ROW = {"prompt": [{"role": "user", "content": "Item 2?"}], "completion": [{"role": "assistant", "content": "b"}]}
+TEXT_ROW = {"prompt": "Item 1?", "completion": "a"}
+MIXED_FIX = "a dataset is either standard .strings. or conversational .lists of role/content messages., not both"
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "message"),
+    [
+        (
+            "mixed.jsonl",
+            [TEXT_ROW, TEXT_ROW, CHAT_ROW],
+            rf"mixed.jsonl, line 3: 'prompt' is a list, but line 1 has a string; {MIXED_FIX}",
+        ),
+        (
+            "mixed.json",
+            [CHAT_ROW, TEXT_ROW],
+            rf"mixed.json, row 1: 'prompt' is a string, but row 0 has a list; {MIXED_FIX}",
+        ),
+        (
+            "kinds.jsonl",
+            [{**TEXT_ROW, "id": "x"}, TEXT_ROW, {**TEXT_ROW, "id": 1}],
+            r"kinds.jsonl, line 3: 'id' is a number, but line 1 has a string; give every row",
+        ),
+    ],
+)
+def test_string_and_conversational_rows_mixed_in_a_file_name_the_file_and_line(tmp_path, name, rows, message):
+    import json
+
+    from refiner_trl.data import load_records
+
+    path = tmp_path / name
+    text = json.dumps(rows) if name.endswith(".json") else "\n".join(json.dumps(r) for r in rows) + "\n\n"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_records(str(path))
+
+
+def test_string_and_conversational_rows_mixed_in_a_list_name_the_row():
+    from refiner_trl.data import rows_to_dataset
+
+    with pytest.raises(
+        DataError, match=rf"train rows, row 2: 'completion' is a list, but row 0 has a string; {MIXED_FIX}"
+    ):
+        rows_to_dataset([TEXT_ROW, TEXT_ROW, {**TEXT_ROW, "completion": CHAT_ROW["completion"]}], "train rows")
+    parts = {"role": "user", "content": [{"type": "text", "text": "x"}]}
+    with pytest.raises(DataError, match=r"train rows: the rows do not fit one table \(ArrowInvalid: cannot mix list"):
+        rows_to_dataset([CHAT_ROW, {**CHAT_ROW, "prompt": [parts]}], "train rows")
+    assert rows_to_dataset([{**TEXT_ROW, "n": 1}, {**TEXT_ROW, "n": 2.5}], "rows")["n"] == [1.0, 2.5]  # as before

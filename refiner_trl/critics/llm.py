@@ -12,7 +12,7 @@ import string
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..generators import Generator, checked_generate
+from ..generators import Generator, GeneratorError, checked_generate
 from .base import NO_ERROR, is_no_error
 
 if TYPE_CHECKING:
@@ -202,4 +202,11 @@ class LLMCritic:
         golds = references if self.use_references else [None] * len(hypotheses)
         inputs = [self.render(p, h, r) for p, h, r in zip(prompts, hypotheses, golds)]
         answers = checked_generate(self.generator, inputs, f" ({type(self).__name__})")
+        empty = [index for index, answer in enumerate(answers) if not answer.strip()]
+        if empty:  # empty feedback would be trained on as if it named an error
+            raise GeneratorError(
+                f"{type(self).__name__}: the LLM's answer for hypothesis {empty[0]} is empty ({len(empty)} of "
+                f"{len(answers)} empty); feedback must name an error or say {NO_ERROR!r}. Check the model, its "
+                "max_tokens (critic_max_new_tokens) and the critique template."
+            )
         return [answer_to_feedback(answer, self.task) for answer in answers]
