@@ -26,10 +26,10 @@ import torch
 from transformers import set_seed
 
 from refiner_trl.builders import get_peft_config, load_model, load_task_data
-from refiner_trl.critic_calibration import calibrate, calibration_summary, completion_logprobs
 from refiner_trl.critic_eval import evaluate_critic, format_critic_report
 from refiner_trl.critic_samples import critic_rows, read_samples, split_calibration
 from refiner_trl.critics import NO_ERROR, ModelCritic, is_no_error
+from refiner_trl.critics.calibration import calibrate, calibration_summary, completion_logprobs
 from refiner_trl.recipe_checks import prepare_training_run
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.report import write_json

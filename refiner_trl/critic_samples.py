@@ -5,7 +5,7 @@ module samples a (warm-started) generator on training prompts, k hypotheses per 
 the task's oracle critic (its feedback text, or [`NO_ERROR`]), and appends them to a JSONL file as it goes, so that a
 sampling run cut short goes on where it stopped. [`critic_rows`] then mixes those samples with the task's
 perturbations and gold "no error" rows at a share the recipe sets, and keeps the samples of some prompts apart for the
-critic's calibration ([`~refiner_trl.critic_calibration`]).
+critic's calibration ([`~refiner_trl.critics.calibration`]).
 
 File format, one JSON object a line: `{"index": <row of the training data>, "prompt": <plain text>, "reference":
 <gold completion>, "hypotheses": [...k], "feedback": [...k]}`.

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from refiner_trl.critic_calibration import Calibration, calibrate, completion_logprobs
-from refiner_trl.critics import NO_ERROR
+from refiner_trl.critics import NO_ERROR, ModelCritic
+from refiner_trl.critics.calibration import Calibration, calibrate, completion_logprobs
 from refiner_trl.modeling import build_tiny_model, train_tokenizer
 
 TEXTS = ["2 + 3 = 5", "No error.", "The operator in #0 is incorrect.", "Hypothesis: x Feedback:"] * 20
@@ -73,3 +73,54 @@ def test_the_calibration_is_saved_and_read_back(tmp_path):
     (tmp_path / "calibration.json").write_text('{"threshold": 1}')
     with pytest.raises(ValueError, match=r"calibration\.json: not a critic calibration"):
         Calibration.load(tmp_path)
+
+
+def _flag_everything() -> Calibration:
+    return Calibration(
+        threshold=math.inf, max_false_alarm=1.0, recall=1.0, false_alarm=1.0, num_wrong=1, num_right=1, auc=0.5
+    )
+
+
+@pytest.mark.parametrize("architecture", ["causal", "seq2seq"])
+def test_a_flagged_input_gets_feedback_with_no_error_barred_as_its_first_token(architecture, tokenizer):
+    model = build_tiny_model(architecture, tokenizer, hidden_size=32, num_layers=1, seed=0)
+    first = tokenizer(NO_ERROR, add_special_tokens=False)["input_ids"][0]
+    head = model.get_output_embeddings()
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)  # "No error."'s first token wins
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[first] = 100.0
+    model.lm_head = biased
+    inputs = ["2 + 3 =\nHypothesis: 6\nFeedback:", "4 * 2 =\nHypothesis: 8\nFeedback:"]
+    greedy = ModelCritic(model, tokenizer, max_new_tokens=3)
+    calibrated = ModelCritic(model, tokenizer, max_new_tokens=3, calibration=_flag_everything())
+    first_text = tokenizer.decode([first])
+    # Greedy writes that token at each of its 3 positions; barred at the first, the calibrated critic at most twice.
+    assert [text.count(first_text) for text in greedy.critique_rendered(inputs)] == [3, 3]
+    assert all(text.count(first_text) <= 2 for text in calibrated.critique_rendered(inputs))
+    assert model.generation_config.begin_suppress_tokens is None  # restored
+
+
+def test_the_saved_threshold_is_applied_whenever_the_folder_is_loaded(tokenizer, tmp_path):
+    model = build_tiny_model("causal", tokenizer, hidden_size=32, num_layers=1, seed=0)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    inputs = [f"{a} + {b} =\nHypothesis: {a + b}\nFeedback:" for a in range(4) for b in range(3)]
+    scores = ModelCritic(str(tmp_path), max_new_tokens=3).no_error_logprobs(inputs)
+    threshold = sorted(scores)[len(scores) // 2]
+    calibrate_on = [s - 1.0 for s in scores] + [s + 1.0 for s in scores]  # chosen so that the threshold is the median
+    calibration = calibrate(calibrate_on, [True] * len(scores) + [False] * len(scores), max_false_alarm=0.0)
+    calibration.threshold = threshold
+    calibration.save(tmp_path)
+
+    critic = ModelCritic(str(tmp_path), max_new_tokens=3)
+    assert critic.calibration == Calibration.load(tmp_path)
+    calls = []
+    original = critic.generator.generate
+    critic.generator.generate = lambda prompts: calls.append(list(prompts)) or original(prompts)
+    feedback = critic.critique_rendered(inputs)
+    below = [i for i, s in enumerate(scores) if s < threshold]
+    assert calls == [[inputs[i] for i in below]]  # only the flagged inputs are decoded
+    assert [i for i, f in enumerate(feedback) if f == NO_ERROR] == [i for i, s in enumerate(scores) if s >= threshold]
+    assert ModelCritic(str(tmp_path), use_calibration=False).calibration is None

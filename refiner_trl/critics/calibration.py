@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .report import write_json
+from ..report import write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -55,8 +55,8 @@ def completion_logprobs(
     """
     import torch
 
-    from .data import LABEL_PAD, encode_prompt_completion
-    from .modeling import is_encoder_decoder
+    from ..data import LABEL_PAD, encode_prompt_completion
+    from ..modeling import is_encoder_decoder
 
     encoder_decoder = is_encoder_decoder(model)
     scores: list[float] = []
