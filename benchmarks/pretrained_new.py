@@ -9,11 +9,11 @@ Phases: warm start (one epoch) -> the warm start's own samples on training promp
 baseline (more supervised steps) -> the critics (perturbations only; with the samples, calibrated) -> REFINER with the
 oracle -> REFINER with the trained critic -> the evaluation of each arm on the whole validation file.
 
-Outputs go under `--output-dir` (default `~/.cache/refiner-trl/evidence2`): each phase's folder, its log and its
-`phase.json` (the command and its wall time), written when the phase ends. `--resume` skips finished phases and
-runs an unfinished one with `--resume_from_checkpoint true`, so a phase cut short goes on from its last complete
-checkpoint; `--phases` runs only some; `--render` only collects. `--quick` runs every phase on a tiny model built
-from a config and synthetic data, in minutes (CI runs it).
+Outputs go under `--output-dir` (default `~/.cache/refiner-trl/evidence2`): each phase's folder with its
+`recipe.log` and `recipe_done.json` (the command and its wall time), written when the phase ends. `--resume` skips
+finished phases and runs an unfinished one with `--resume_from_checkpoint true`, so a phase cut short goes on from
+its last complete checkpoint; `--phases` runs only some; `--render` only collects. `--quick` runs every phase on a
+tiny model built from a config and synthetic data, in minutes (CI runs it).
 
     python benchmarks/pretrained.py --resume                       # the whole run, hours on a 2-core CPU
     python benchmarks/pretrained.py --resume --phases warm_start   # one phase (at most 90 minutes each)
@@ -25,15 +25,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import render
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,49 +91,32 @@ TARGETS = [  # (description, arm, critic, compared arm, compared critic, target 
 ]
 
 
-def phase_config(phase: Phase, root: Path, base_model: str, quick: bool) -> Path:
+def phase_config(phase: Phase, root: Path, base_model: str, quick: bool, threads: int | None) -> Path:
     """Write the phase's YAML with its paths under `root` (and `--quick`'s changes) to `root/configs/`."""
     text = (RECIPES / phase.config).read_text(encoding="utf-8")
-    text = text.replace(YAML_BASE_MODEL, base_model).replace(YAML_ROOT, str(root))
-    config = yaml.safe_load(text)
+    config = yaml.safe_load(text.replace(YAML_BASE_MODEL, base_model).replace(YAML_ROOT, str(root)))
+    changes = {"torch_num_threads": threads} if threads else {}
     if quick:
-        changes = {key: value for key, value in QUICK_ALL.items() if key in config}
-        changes.update(SYNTHETIC)
-        for key, value in {**changes, **phase.quick}.items():
-            config.pop(key, None) if value is None else config.__setitem__(key, value)
+        changes = {**{key: value for key, value in QUICK_ALL.items() if key in config}, **SYNTHETIC, **phase.quick}
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
     path = root / "configs" / phase.config
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
 
-def run_phase(phase: Phase, root: Path, base_model: str, quick: bool) -> dict[str, Any]:
-    """Run one phase's recipe (resuming from its newest complete checkpoint); write its `phase.json` when done."""
-    output_dir = root / phase.name
-    command = [
-        sys.executable,
-        f"recipes/{phase.script}",
-        "--config",
-        str(phase_config(phase, root, base_model, quick)),
-    ]
-    if any(output_dir.glob("checkpoint-*")):
-        command += ["--resume_from_checkpoint", "true"]
-    print(f"[{time.strftime('%H:%M:%S')}] {phase.name}: {' '.join(command[1:])}", flush=True)
-    started = time.time()
-    with open(root / f"{phase.name}.log", "a", encoding="utf-8") as log:
-        result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=_environment(quick))
-    if result.returncode != 0:
-        raise SystemExit(f"{phase.name} failed (exit {result.returncode}); see {root / f'{phase.name}.log'}")
-    record = {"phase": phase.name, "command": command[1:], "seconds": round(time.time() - started, 1)}
-    (output_dir / "phase.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return record
-
-
-def _environment(quick: bool) -> dict[str, str]:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    if quick:
-        env["OMP_NUM_THREADS"] = "1"
-    return env
+def run_phase(phase: Phase, root: Path, base_model: str, quick: bool, threads: int | None) -> float:
+    """Run one phase's recipe, a training phase resuming from its newest complete checkpoint; return its seconds."""
+    overrides: dict[str, Any] = {"output_dir": root / phase.name}
+    if phase.script.startswith("train_"):
+        overrides["resume_from_checkpoint"] = "true"  # a folder without checkpoints starts at step 0
+    print(f"[{time.strftime('%H:%M:%S')}] {phase.name}", flush=True)
+    config = phase_config(phase, root, base_model, quick, threads)
+    return render.run_recipe(phase.script, str(config), overrides).seconds
 
 
 def base_model_path(model: str | None, quick: bool) -> str:
@@ -250,7 +231,7 @@ def _critic_quality(records: list[dict[str, Any]], is_no_error: Any) -> dict[str
 def _phase_times(root: Path) -> dict[str, float]:
     times = {}
     for phase in PHASES:
-        path = root / phase.name / "phase.json"
+        path = root / phase.name / render.DONE
         if path.is_file():
             times[phase.name] = json.loads(path.read_text(encoding="utf-8"))["seconds"]
     return times
@@ -287,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="Skip finished phases; resume an unfinished one.")
     parser.add_argument("--render", action="store_true", help="Only collect the finished evaluations.")
     parser.add_argument("--quick", action="store_true", help="Tiny model, synthetic data, minutes (CI).")
+    parser.add_argument("--threads", type=int, help="torch threads of every phase (default: the YAML files').")
     args = parser.parse_args(argv)
     root = args.output_dir.expanduser().resolve()
     if not args.render:
@@ -294,10 +276,10 @@ def main(argv: list[str] | None = None) -> None:
         for phase in PHASES:
             if args.phases and phase.name not in args.phases:
                 continue
-            if args.resume and (root / phase.name / "phase.json").is_file():
+            if args.resume and (root / phase.name / render.DONE).is_file():
                 print(f"{phase.name}: done")
                 continue
-            run_phase(phase, root, base_model, args.quick)
+            run_phase(phase, root, base_model, args.quick, args.threads)
     collect(root, args.docs_dir)
 
 

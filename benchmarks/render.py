@@ -82,7 +82,7 @@ def run_recipe(
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": python_path}
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(output_dir / "recipe.log", "w", encoding="utf-8") as log:
+    with open(output_dir / "recipe.log", "a", encoding="utf-8") as log:  # a resumed run adds to the log
         code = subprocess.run(command, cwd=ROOT, env={**full_env, **(env or {})}, stdout=log, stderr=log).returncode
     seconds = time.perf_counter() - started
     if code != 0:

@@ -91,7 +91,14 @@ def main(
     # Evaluate, write the report, print the table
     title = script_args.title or f"REFINER on {task.name}: {model_args.display_name}"
     return evaluate_and_report(
-        task, generator, rows, critics, script_args.output_dir, title, turns_by_critic(eval_args), script_args.progress
+        task,
+        generator,
+        rows,
+        critics,
+        script_args.output_dir,
+        title,
+        turns_by_critic(eval_args, critics),
+        script_args.progress,
     )
 
 

@@ -83,7 +83,9 @@ def main(
     )
     critics = evaluation_critics(task, critic_args, eval_args, model_args.trust_remote_code, args.device)
     title = f"Warm-start generator on {task.name}: {model_args.display_name}, {len(eval_rows)} evaluation rows"
-    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, turns_by_critic(eval_args))
+    return evaluate_and_report(
+        task, generator, eval_rows, critics, args.output_dir, title, turns_by_critic(eval_args, critics)
+    )
 
 
 if __name__ == "__main__":

@@ -430,20 +430,27 @@ def evaluation_critics(
         None if trained is None else load_critic(trained, task, critic_args, trust_remote_code, device),
         None if llm is None else load_critic(llm, task, critic_args),
     )
-    if not eval_args.eval_oracle:
-        critics.pop("oracle")
+    oracle = critics.pop("oracle")
+    for entry in critic_args.eval_critics or []:
+        name, _, spec = entry.partition("=")
+        critics[name.strip()] = load_critic(spec.strip(), task, critic_args, trust_remote_code, device)
+    if eval_args.eval_oracle:
+        critics["oracle"] = oracle
     return critics
 
 
-def turns_by_critic(eval_args: EvaluationArguments) -> dict[str, int]:
-    """T of each critic of [`evaluation_critics`]: `eval_max_turns`, and `eval_oracle_max_turns` for the oracle.
+def turns_by_critic(eval_args: EvaluationArguments, critics: Mapping[str, Critic | None]) -> dict[str, int]:
+    """T of each critic of [`evaluation_critics`]: `eval_oracle_max_turns` for the oracle, else `eval_max_turns`.
 
     Args:
         eval_args ([`~refiner_trl.script_args.EvaluationArguments`]):
             The evaluation's settings.
+        critics (`Mapping[str, Critic | None]`):
+            What [`evaluation_critics`] returned.
     """
-    turns = eval_args.eval_max_turns
-    return {"trained": turns, LLM_CRITIC: turns, "oracle": eval_args.eval_oracle_max_turns}
+    return {
+        name: eval_args.eval_oracle_max_turns if name == "oracle" else eval_args.eval_max_turns for name in critics
+    }
 
 
 def format_table(result: EvaluationResult) -> str:

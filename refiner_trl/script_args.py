@@ -151,6 +151,9 @@ class CriticArguments:
         llm_critic (`str`, *optional*):
             `"openai:<model>"` for the evaluation table's "+ LLM critic" row, next to a trained critic. Defaults to
             `critic` when that is an `openai:` critic.
+        eval_critics (`list[str]`, *optional*):
+            More rows of the evaluation table, each `name=spec` (a spec as `critic` takes, or `"decision_oracle"`:
+            the oracle's decision with no word on what is wrong), in order, before the oracle's row.
         critic_max_new_tokens (`int`, *optional*, defaults to `32`):
             Longest feedback a trained critic or an LLM critic writes.
         critic_batch_size (`int`, *optional*, defaults to `64`):
@@ -202,6 +205,9 @@ class CriticArguments:
     llm_critic: str | None = field(
         default=None, metadata={"help": "'openai:<model>' for the evaluation's '+ LLM critic' row."}
     )
+    eval_critics: list[str] | None = field(
+        default=None, metadata={"help": "More evaluation rows, each name=spec (e.g. mine=outputs/critic)."}
+    )
     critic_max_new_tokens: int = field(default=32, metadata={"help": "Longest feedback of a model or LLM critic."})
     critic_batch_size: int = field(default=64, metadata={"help": "Inputs per generate call of a trained critic."})
     critic_use_chat_template: bool = field(
@@ -227,6 +233,12 @@ class CriticArguments:
         default=0, metadata={"help": "Hold out the last N sampled prompts to calibrate the no-error threshold."}
     )
     max_false_alarm: float = field(default=0.2, metadata={"help": "Bound on the calibrated critic's false alarms."})
+
+    def __post_init__(self) -> None:
+        for entry in self.eval_critics or []:
+            name, _, spec = entry.partition("=")
+            if not name.strip() or not spec.strip():
+                raise ValueError(f"eval_critics: {entry!r} is not name=spec (e.g. mine=outputs/critic)")
 
 
 @dataclass

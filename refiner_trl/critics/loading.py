@@ -1,4 +1,4 @@
-"""[`load_critic`]: the one place a critic spec (`"oracle"`, a folder, `"openai:<model>"`) is read.
+"""[`load_critic`]: the one place a critic spec (`"oracle"`, `"decision_oracle"`, a folder, `openai:<model>`) is read.
 
 Adding a kind of critic is one module in this package and one branch in [`critic_kind`] and [`load_critic`].
 """
@@ -15,23 +15,26 @@ if TYPE_CHECKING:
     from ..tasks.base import Task
 
 ORACLE = "oracle"
+DECISION_ORACLE = "decision_oracle"
+"""The task's oracle that says only *that* a hypothesis is wrong ([`Task.oracle_critic`] with `decision_only`)."""
 """The spec of the task's oracle critic, which compares each hypothesis with the gold completion."""
 OPENAI_PREFIX = "openai:"
 """A spec that starts with it names a chat model behind an OpenAI-compatible API: `openai:<model>`."""
 
 
 def critic_kind(spec: str) -> str:
-    """The kind of critic `spec` names: `"oracle"`, `"openai"` (`openai:<model>`) or `"model"` (a critic's folder).
+    """The kind of critic `spec` names: `"oracle"`, `"decision_oracle"`, `"openai"` (`openai:<model>`) or `"model"`.
 
     Args:
         spec (`str`):
-            `"oracle"`, `"openai:<model>"` or the path of a critic saved by `recipes/train_critic.py`.
+            `"oracle"`, `"decision_oracle"`, `"openai:<model>"` or the path of a critic saved by
+            `recipes/train_critic.py`.
 
     Raises:
         `ValueError`: for `openai:` with no model.
     """
-    if spec == ORACLE:
-        return "oracle"
+    if spec in (ORACLE, DECISION_ORACLE):
+        return spec
     if spec.startswith(OPENAI_PREFIX):
         if not _openai_model(spec):
             raise ValueError(f"critic: {spec!r} names no model; write {OPENAI_PREFIX}<model>")
@@ -51,7 +54,8 @@ def load_critic(
 
     Args:
         spec (`str`):
-            `"oracle"`, `"openai:<model>"` or the path of a critic saved by `recipes/train_critic.py`.
+            `"oracle"`, `"decision_oracle"`, `"openai:<model>"` or the path of a critic saved by
+            `recipes/train_critic.py`.
         task ([`Task`]):
             The task (its oracle critic; its error types for an LLM critic).
         args ([`~refiner_trl.script_args.CriticArguments`], *optional*):
@@ -66,8 +70,8 @@ def load_critic(
 
     args = CriticArguments() if args is None else args
     kind = critic_kind(spec)
-    if kind == "oracle":
-        return task.oracle_critic()
+    if kind in (ORACLE, DECISION_ORACLE):
+        return task.oracle_critic(decision_only=kind == DECISION_ORACLE)
     if kind == "openai":
         from ..generators import OpenAIChatGenerator
         from .llm import LLMCritic

@@ -23,6 +23,9 @@ from ..templates import REFINE_TEMPLATE, render_critic_input, render_refine_prom
 
 _PERTURB_ATTEMPTS = 8
 
+DECISION_ONLY_FEEDBACK = "There is an error."
+"""What the decision-only oracle ([`Task.oracle_critic`] with `decision_only=True`) says of every wrong hypothesis."""
+
 NO_ERROR_TYPE = "no_error"
 """The feedback type of [`NO_ERROR`], as [`Task.feedback_type`] names it."""
 
@@ -119,10 +122,16 @@ class Task(ABC):
                 The gold one.
         """
 
-    def oracle_critic(self) -> Critic:
+    def oracle_critic(self, decision_only: bool = False) -> Critic:
         """A [`Critic`] that compares each hypothesis with its reference through [`Task.diagnose`].
 
         Its `critique` raises `ValueError` when `references` is `None` or of the wrong length.
+
+        Args:
+            decision_only (`bool`, *optional*, defaults to `False`):
+                Keep the oracle's decision (error or [`NO_ERROR`]) but say only [`DECISION_ONLY_FEEDBACK`] for every
+                error, never *what* is wrong: the control that separates using the feedback from being told to try
+                again.
         """
 
         def critique(prompts: list[str], hypotheses: list[str], references: list[str] | None) -> list[str]:
@@ -130,7 +139,8 @@ class Task(ABC):
                 raise ValueError(f"The {self.name} oracle critic compares hypotheses with references; none given.")
             if len(references) != len(hypotheses):
                 raise ValueError(f"Got {len(hypotheses)} hypotheses but {len(references)} references.")
-            return [self.diagnose(h, r) for h, r in zip(hypotheses, references)]
+            feedback = [self.diagnose(h, r) for h, r in zip(hypotheses, references)]
+            return [f if not decision_only or is_no_error(f) else DECISION_ONLY_FEEDBACK for f in feedback]
 
         return CallableCritic(critique)
 
