@@ -107,7 +107,8 @@ def sampling_cost(model_path: str, k: int, batch_size: int, new_tokens: int, top
     import torch
 
     from refiner_trl.data import encode_prompts
-    from refiner_trl.modeling import load_model_and_tokenizer, sampling_options
+    from refiner_trl.generation import sampling_options
+    from refiner_trl.modeling import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(model_path)
     _, train, _, _ = _common.task_data("mwp", _common.DEFAULT_DATA_DIR, 200, 8, None)
@@ -116,7 +117,8 @@ def sampling_cost(model_path: str, k: int, batch_size: int, new_tokens: int, top
     fixed = {"min_new_tokens": new_tokens, "max_new_tokens": new_tokens, "pad_token_id": tokenizer.pad_token_id}
     result: dict[str, Any] = {"rows": len(prompts), "new_tokens": new_tokens, "top_p": top_p}
     for name, nucleus_sampler in (("transformers_top_p", False), ("nucleus_sampler", True)):
-        options = sampling_options(True, 1.0, top_p, 0, nucleus_sampler=nucleus_sampler)
+        warper = {"do_sample": True, "temperature": 1.0, "top_p": top_p, "top_k": 0}  # transformers' warpers
+        options = sampling_options(True, 1.0, top_p, 0) if nucleus_sampler else warper
         seconds = []
         for _ in range(3):
             start = time.process_time()

@@ -55,7 +55,7 @@ def generation_split(model: Any, tokenizer: Any, prompts: list[str], k: int, max
             The longest sample.
     """
     from refiner_trl.data import encode_prompts
-    from refiner_trl.modeling import generate_texts
+    from refiner_trl.generation import generate_texts
 
     model.eval()
     inputs, _ = encode_prompts(tokenizer, prompts, None, False)
@@ -93,7 +93,7 @@ def padding_share(tokenizer: Any, rows: Any, turns: int, batch_size: int, seed: 
         seed (`int`):
             The seed of the draws.
     """
-    from refiner_trl.length_groups import length_groups
+    from refiner_trl.losses import length_groups
     from refiner_trl.templates import REFINE_TEMPLATE, render_refine_prompt
 
     rng = random.Random(seed)
