@@ -207,3 +207,69 @@ def test_unshareable_cache_falls_back_and_warns_once(causal, monkeypatch):
         model, tokenizer, PROMPTS, max_new_tokens=6, do_sample=True, num_return_sequences=2, share_prompt_cache=False
     )
     assert first == unshared
+
+
+# ------------------------------------------------------------------------------------------ early exit
+
+
+def ending_tokenizer(model, tokenizer, prompts):
+    """A copy of `tokenizer` whose EOS is a token the model's greedy texts hold at different positions, so that rows
+    end at different times (a random tiny model seldom emits its real EOS)."""
+    import copy
+    from collections import Counter
+
+    inputs, _ = encode_prompts(tokenizer, prompts, None, model.config.is_encoder_decoder)
+    output = model.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    new = output[:, 1:] if model.config.is_encoder_decoder else output[:, inputs["input_ids"].shape[1] :]
+    for token, _ in Counter(new.flatten().tolist()).most_common(10):
+        first = [(row == token).nonzero()[0].item() if (row == token).any() else None for row in new]
+        if len({position for position in first if position is not None}) > 1 and first.count(None) > 1:
+            ending = copy.deepcopy(tokenizer)
+            ending.eos_token = ending.convert_ids_to_tokens(token)
+            return ending
+    raise AssertionError("no token ends the rows at different positions")
+
+
+@pytest.mark.parametrize("architecture", ["causal", "seq2seq"])
+def test_ended_rows_leave_the_batch_and_greedy_texts_stay_the_same(architecture):
+    tokenizer = tokenizer_for(code_rows(32, seed=0))
+    model = build_tiny_model(architecture, tokenizer, seed=0, initializer_range=0.2).eval()
+    prompts = [row["prompt"] for row in code_rows(12, seed=1)]
+    tokenizer = ending_tokenizer(model, tokenizer, prompts)
+    kept = generate_texts(model, tokenizer, prompts, max_new_tokens=12, drop_finished=False)[0]
+    rows = []
+    original = model.generate
+
+    def spy(**kwargs):
+        rows.append(kwargs["input_ids"].shape[0])
+        return original(**kwargs)
+
+    model.generate = spy
+    try:
+        dropped = generate_texts(model, tokenizer, prompts, max_new_tokens=12)[0]
+        assert len(rows) > 1 and rows[-1] < rows[0]  # ended rows left the batch, and generation went on without them
+        for share in (True, False):  # the k rows of a prompt, from its shared or its repeated encoding
+            repeated = generate_texts(
+                model, tokenizer, prompts, max_new_tokens=12, num_return_sequences=3, share_prompt_cache=share
+            )[0]
+            assert repeated == [text for text in kept for _ in range(3)]
+    finally:
+        model.generate = original
+    assert dropped == kept
+    assert len(set(kept)) > 3
+
+
+def test_sampling_with_early_exit_keeps_the_sampler_and_is_reproducible():
+    tokenizer = tokenizer_for(code_rows(32, seed=0))
+    model = build_tiny_model("causal", tokenizer, seed=0, initializer_range=0.2).eval()
+    prompts = [row["prompt"] for row in code_rows(6, seed=1)]
+    tokenizer = ending_tokenizer(model, tokenizer, prompts)
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        draws.append(
+            generate_texts(
+                model, tokenizer, prompts, max_new_tokens=12, do_sample=True, top_p=0.9, num_return_sequences=4
+            )[0]
+        )
+    assert draws[0] == draws[1] and len(draws[0]) == 24
