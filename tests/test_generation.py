@@ -76,19 +76,21 @@ def test_sampling_options_route_nucleus_sampling_through_the_sampler():
     assert (sampler.temperature, sampler.top_k, sampler.top_p) == (0.7, 5, 0.9)
 
 
+def seeded_draws(model, tokenizer, prompts, max_new_tokens: int, seed: int) -> list[list[str]]:
+    """Two nucleus-sampled draws of 4 texts per prompt, from the same seed."""
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        options = {"do_sample": True, "top_p": 0.9, "num_return_sequences": 4}
+        draws.append(generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, **options)[0])
+    return draws
+
+
 def test_generate_texts_samples_reproducibly_through_the_sampler():
     texts = [f"count {i} {i + 1} {i + 2} words here" for i in range(40)]
     tokenizer = train_tokenizer(texts * 5, vocab_size=400)
     model = build_tiny_model("causal", tokenizer, hidden_size=32, num_layers=1, seed=0)
-    prompts = ["count 1", "count 2"]
-    draws = []
-    for _ in range(2):
-        torch.manual_seed(3)
-        draws.append(
-            generate_texts(
-                model, tokenizer, prompts, max_new_tokens=6, do_sample=True, num_return_sequences=4, top_p=0.9
-            )[0]
-        )
+    draws = seeded_draws(model, tokenizer, ["count 1", "count 2"], max_new_tokens=6, seed=3)
     assert draws[0] == draws[1] and len(draws[0]) == 8
     assert len(set(draws[0])) > 2  # a prompt's rows draw different texts
 
@@ -263,13 +265,5 @@ def test_sampling_with_early_exit_keeps_the_sampler_and_is_reproducible():
     tokenizer = tokenizer_for(code_rows(32, seed=0))
     model = build_tiny_model("causal", tokenizer, seed=0, initializer_range=0.2).eval()
     prompts = [row["prompt"] for row in code_rows(6, seed=1)]
-    tokenizer = ending_tokenizer(model, tokenizer, prompts)
-    draws = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        draws.append(
-            generate_texts(
-                model, tokenizer, prompts, max_new_tokens=12, do_sample=True, top_p=0.9, num_return_sequences=4
-            )[0]
-        )
+    draws = seeded_draws(model, ending_tokenizer(model, tokenizer, prompts), prompts, max_new_tokens=12, seed=0)
     assert draws[0] == draws[1] and len(draws[0]) == 24
