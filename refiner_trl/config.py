@@ -126,8 +126,10 @@ class RefinerConfig(SupervisedConfig):
             refine turn is the dataset conversation followed by `{"role": "assistant", "content": <hypothesis>}` and
             `{"role": "user", "content": <this template with the feedback>}`.
         turn_loss_aggregation (`str`, *optional*, defaults to `"mean"`):
-            How the per-turn cross-entropies are combined: `"mean"` or `"sum"`. Each turn's loss is the mean over its
-            completion tokens.
+            How the per-turn cross-entropies are combined: `"mean"` or `"sum"`. Each turn's loss is its summed
+            completion-token loss divided by the completion tokens of the whole accumulated batch (all
+            `gradient_accumulation_steps` micro-batches, and all processes with `average_tokens_across_devices`), as
+            TRL's SFT trainer does: `gradient_accumulation_steps=2` with batch 4 trains as batch 8.
         nonfinite_loss (`str`, *optional*, defaults to `"raise"`):
             What a NaN or infinite training loss does: `"raise"` stops the run with a `FloatingPointError` naming the
             global step, the micro-batch and the per-turn losses; `"skip"` gives that micro-batch a zero gradient (the

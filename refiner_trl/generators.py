@@ -218,7 +218,7 @@ class ModelGenerator:
 
     def generate(self, prompts: Sequence[str] | Sequence[list[dict[str, str]]]) -> list[str]:
         from .chat import check_prompts, render_generation_prompts, require_chat_template
-        from .modeling import generate_texts
+        from .generation import generate_texts
 
         prompts = list(prompts)
         chat = check_prompts(prompts, f"{type(self).__name__}.generate: prompts")

@@ -1,11 +1,10 @@
-"""Loading and building models and tokenizers (seq2seq and causal alike), and batched text generation."""
+"""Loading and building models and tokenizers (seq2seq and causal alike); generation is in `generation.py`."""
 
 from __future__ import annotations
 
 import inspect
 import os
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,8 +20,6 @@ from transformers import (
     PreTrainedTokenizerFast,
     T5Config,
 )
-
-from .data import encode_prompts
 
 Architecture = Literal["seq2seq", "causal"]
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}
@@ -203,177 +200,7 @@ def build_tiny_model(
     raise ValueError(f"architecture must be 'seq2seq' or 'causal', got {architecture!r}")
 
 
-@torch.no_grad()
-def generate_texts(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    max_prompt_length: int | None = None,
-    max_new_tokens: int = 64,
-    do_sample: bool = False,
-    num_return_sequences: int = 1,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    add_special_tokens: bool = True,
-    share_prompt_cache: bool = True,
-) -> tuple[list[str], int]:
-    """Generate for all prompts in one `generate` call; the `num_return_sequences` texts of a prompt are adjacent.
-
-    For a causal model that samples several texts per prompt (or sees a prompt twice), each distinct prompt is
-    prefilled once and its key-value cache repeated for its rows (see [`prefill_shared_prompts`]): the same
-    distribution as `generate(..., num_return_sequences=k)`, without computing a prompt's keys and values k times.
-    An encoder-decoder runs its encoder once per prompt already.
-
-    Args:
-        model ([`~transformers.PreTrainedModel`]):
-            A seq2seq or causal LM (possibly a PEFT model).
-        tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
-            Its tokenizer, with a pad token.
-        prompts (`Sequence[str]`):
-            The prompts.
-        max_prompt_length (`int`, *optional*):
-            Prompts longer than this keep their last tokens.
-        max_new_tokens (`int`, *optional*, defaults to `64`):
-            Most new tokens per text.
-        do_sample (`bool`, *optional*, defaults to `False`):
-            Sample (with `temperature`, `top_p`, `top_k`) instead of greedy decoding.
-        num_return_sequences (`int`, *optional*, defaults to `1`):
-            Texts per prompt.
-        add_special_tokens (`bool`, *optional*, defaults to `True`):
-            `False` for conversations rendered to text first ([`~refiner_trl.chat.render_generation_prompts`]): the
-            chat template wrote their special tokens already.
-        share_prompt_cache (`bool`, *optional*, defaults to `True`):
-            Prefill each distinct prompt once (causal models). `False` lets `generate` repeat every prompt before
-            its prefill; models whose cache cannot be shared fall back to that by themselves, with one warning.
-
-    Returns:
-        `(texts, n_truncated)`: the decoded, stripped new text, and how many prompts were cut to `max_prompt_length`.
-    """
-    encoder_decoder = is_encoder_decoder(model)
-    inputs, n_truncated = encode_prompts(tokenizer, prompts, max_prompt_length, encoder_decoder, add_special_tokens)
-    inputs = {key: value.to(model.device) for key, value in inputs.items()}
-    options = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
-    options["eos_token_id"] = tokenizer.eos_token_id
-    rows = [i for i in range(len(prompts)) for _ in range(num_return_sequences)]
-    shared = None
-    if share_prompt_cache and not encoder_decoder and len(set(prompts)) < len(rows):
-        shared = prefill_shared_prompts(model, inputs, prompts, rows)
-    if shared is None:
-        # generate repeats the prompts for num_return_sequences only when it samples itself.
-        sampler = num_return_sequences == 1
-        options.update(sampling_options(do_sample, temperature, top_p, top_k, nucleus_sampler=sampler))
-        output = model.generate(**inputs, num_return_sequences=num_return_sequences, **options)
-    else:
-        cache, row_inputs = shared
-        options.update(sampling_options(do_sample, temperature, top_p, top_k))
-        output = model.generate(**row_inputs, cache=cache, **options)
-    new_tokens = output if encoder_decoder else output[:, inputs["input_ids"].shape[1] :]
-    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    return [text.strip() for text in texts], n_truncated
-
-
-def sampling_options(
-    do_sample: bool, temperature: float, top_p: float, top_k: int, nucleus_sampler: bool = True
-) -> dict[str, Any]:
-    """The `generate` options of greedy decoding or of sampling with `temperature`, `top_p` and `top_k`.
-
-    Nucleus sampling (`top_p` < 1) goes through a [`~refiner_trl.sampling.NucleusSampler`] with greedy decoding:
-    the same distribution as `do_sample=True`, without sorting the whole vocabulary at every token; the other
-    settings, and every setting when `nucleus_sampler=False`, are given to `generate` as they are.
-
-    Args:
-        do_sample (`bool`):
-            Sample instead of greedy decoding.
-        temperature (`float`):
-            Sampling temperature.
-        top_p (`float`):
-            Nucleus mass.
-        top_k (`int`):
-            Top-k filtering; `0` turns it off.
-        nucleus_sampler (`bool`, *optional*, defaults to `True`):
-            Whether nucleus sampling may use the sampler: not with `num_return_sequences` > 1, which greedy
-            decoding refuses.
-    """
-    if not do_sample:
-        return {"do_sample": False}
-    if top_p >= 1.0 or not nucleus_sampler:
-        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
-    from transformers import GenerationConfig, LogitsProcessorList
-
-    from .sampling import NucleusSampler
-
-    # The model's own sampling defaults must not apply: the sampler does it all, with the settings given here.
-    neutral = GenerationConfig()
-    return {
-        "do_sample": False,
-        "temperature": neutral.temperature,
-        "top_p": neutral.top_p,
-        "top_k": neutral.top_k,
-        "logits_processor": LogitsProcessorList([NucleusSampler(temperature, top_k, top_p)]),
-    }
-
-
-def prefill_shared_prompts(
-    model: PreTrainedModel, inputs: dict[str, torch.Tensor], prompts: Sequence[str], rows: Sequence[int]
-) -> tuple[Any, dict[str, torch.Tensor]] | None:
-    """Prefill each distinct left-padded prompt of a causal model once, and give each output row its prompt's cache.
-
-    The cache holds all prompt tokens but the last: `generate`, given the cache and the rows' full inputs, runs only
-    that last token, whose logits draw the first new token, so decoding proceeds exactly as from a full prefill.
-
-    Args:
-        model ([`~transformers.PreTrainedModel`]):
-            A causal LM (possibly a PEFT or DeepSpeed-wrapped model).
-        inputs (`dict[str, torch.Tensor]`):
-            `input_ids` and `attention_mask` of the prompts, left-padded, one row per prompt.
-        prompts (`Sequence[str]`):
-            The prompt texts (equal texts share one prefill).
-        rows (`Sequence[int]`):
-            For each output row, the index of its prompt.
-
-    Returns:
-        `(cache, row_inputs)`, `row_inputs` being `input_ids` and `attention_mask` with one row per output row; or
-        `None` when this model's cache cannot be shared (warned once per reason), so the caller generates as usual.
-    """
-    if inputs["input_ids"].shape[1] < 2:
-        return None  # nothing to prefill before the last token
-    reason = _unshareable_cache_reason(model)
-    if reason is not None:
-        if reason not in _WARNED_UNSHARED:
-            _WARNED_UNSHARED.add(reason)
-            warnings.warn(
-                f"Each prompt is prefilled once per sample: {reason}. This warning is shown once.", stacklevel=3
-            )
-        return None
-    from transformers import DynamicCache
-
-    firsts: dict[str, int] = {}
-    for index, prompt in enumerate(prompts):
-        firsts.setdefault(prompt, index)
-    distinct = torch.tensor(sorted(set(firsts.values())), device=inputs["input_ids"].device)
-    slot = {index: position for position, index in enumerate(distinct.tolist())}
-    input_ids, attention_mask = inputs["input_ids"][distinct, :-1], inputs["attention_mask"][distinct]
-    # The positions `generate` derives from the attention mask, so the cached tokens sit where it expects them.
-    position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, :-1]
-    config = _unwrapped(model).config
-    cache = DynamicCache(config=config)
-    forward_kwargs: dict[str, Any] = {"attention_mask": attention_mask[:, :-1], "cache": cache, "use_cache": True}
-    parameters = forward_parameters(model)
-    if "position_ids" in parameters:
-        forward_kwargs["position_ids"] = position_ids
-    if "logits_to_keep" in parameters:
-        forward_kwargs["logits_to_keep"] = 1
-    model(input_ids=input_ids, **forward_kwargs)
-    cache.batch_select_indices(torch.tensor([slot[firsts[prompts[i]]] for i in rows], device=input_ids.device))
-    index = torch.tensor(list(rows), device=input_ids.device)
-    return cache, {"input_ids": inputs["input_ids"][index], "attention_mask": inputs["attention_mask"][index]}
-
-
-_WARNED_UNSHARED: set[str] = set()
-
-
-def _unwrapped(model: Any) -> Any:
+def unwrapped_model(model: Any) -> Any:
     """The transformers model inside a PEFT, DDP or DeepSpeed wrapper (for its config and forward signature)."""
     inner = getattr(model, "module", model)  # DeepSpeed engine / DDP
     if hasattr(inner, "get_base_model"):  # PEFT
@@ -388,22 +215,4 @@ def forward_parameters(model: Any) -> set[str]:
         model (`torch.nn.Module`):
             A transformers model, possibly wrapped by PEFT, DDP or DeepSpeed.
     """
-    return set(inspect.signature(_unwrapped(model).forward).parameters)
-
-
-def _unshareable_cache_reason(model: Any) -> str | None:
-    """Why a prompt's key-value cache cannot be prefilled once and shared for this model, or `None` when it can."""
-    peft_config = getattr(getattr(model, "module", model), "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
-        return "a prompt-learning PEFT adapter puts its virtual tokens in the cache"
-    inner = _unwrapped(model)
-    supports = getattr(inner, "_supports_default_dynamic_cache", None)
-    if not callable(supports) or not supports():
-        return f"{type(inner).__name__} does not use transformers' DynamicCache"
-    if "cache" not in forward_parameters(inner):
-        return f"{type(inner).__name__}.forward takes no `cache` argument"
-    text_config = inner.config.get_text_config(decoder=True)
-    layer_types = getattr(text_config, "layer_types", None) or ()
-    if any(kind not in ("full_attention", "sliding_attention") for kind in layer_types):
-        return f"{type(inner).__name__} has layers ({sorted(set(layer_types))}) whose cache is not per-token"
-    return None
+    return set(inspect.signature(unwrapped_model(model).forward).parameters)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import textwrap
 import time
-import warnings
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
-from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
@@ -24,11 +23,8 @@ from .chat import (
     Prompt,
     is_conversation,
     plain_text,
-    prefix_mismatch,
     refine_prompt,
     render_generation_prompts,
-    render_prompt_completion,
-    require_chat_template,
 )
 from .checkpoints import CheckpointManifestCallback, is_complete_checkpoint, last_complete_checkpoint
 from .config import RefinerConfig
@@ -38,18 +34,10 @@ from .data import (
     LABEL_PAD,
     PROMPT,
     collate_text,
-    count_truncation,
-    encode_prompt_completion,
-    validate_prompt_completion,
 )
-from .length_groups import length_groups
-from .modeling import (
-    forward_parameters,
-    generate_texts,
-    is_encoder_decoder,
-    load_model_and_tokenizer,
-    prepare_tokenizer,
-)
+from .generation import generate_texts
+from .losses import CompletionEncoder, finite_or_skipped, turn_loss_sums
+from .modeling import is_encoder_decoder, load_model_and_tokenizer, prepare_tokenizer
 
 
 class RefinerTrainer(_BaseTrainer):
@@ -65,10 +53,11 @@ class RefinerTrainer(_BaseTrainer):
     computed for all turns in one forward pass and combined as `turn_loss_aggregation` says. The model's weights do
     not change within a step, so this equals the paper's interleaved loop.
 
-    A turn's loss is the mean over the micro-batch's completion tokens. With `gradient_accumulation_steps > 1`, a
-    step's loss is the mean of its micro-batches' losses: equal to one larger batch only when the micro-batches hold
-    as many completion tokens. (TRL's SFT trainer and transformers average over all completion tokens of the
-    accumulated batch instead, so a token of a short micro-batch weighs more here than there.)
+    A turn's loss is its summed completion-token loss divided by the number of completion tokens of the whole
+    accumulated batch (`num_items_in_batch`: the `gradient_accumulation_steps` micro-batches of a step, and all
+    processes with `average_tokens_across_devices`), as TRL's SFT trainer and transformers do: a step of
+    `gradient_accumulation_steps=2` and batch 4 trains as one of batch 8. Every turn scores the same gold completions,
+    so every turn has that many tokens. Evaluation averages over each batch's completion tokens.
 
     Args:
         model (`str` or [`~transformers.PreTrainedModel`]):
@@ -114,8 +103,8 @@ class RefinerTrainer(_BaseTrainer):
                                 for Computational Linguistics (EACL)},
             }"""),
     }
-    # compute_loss returns the unscaled loss of one micro-batch; the Trainer divides it by the accumulation steps.
-    loss_is_scaled_for_ga = False
+    # compute_loss divides by the completion tokens of the whole accumulated batch (`_get_num_items_in_batch`).
+    loss_is_scaled_for_ga = True
 
     def __init__(
         self,
@@ -144,14 +133,12 @@ class RefinerTrainer(_BaseTrainer):
         if train_dataset is None:
             raise ValueError("RefinerTrainer needs a `train_dataset` with `prompt` and `completion` columns.")
         prepare_tokenizer(processing_class)
-        datasets = {"train_dataset": train_dataset}
-        if isinstance(eval_dataset, dict):
-            datasets.update({f"eval_dataset[{key!r}]": dataset for key, dataset in eval_dataset.items()})
-        elif eval_dataset is not None:
-            datasets["eval_dataset"] = eval_dataset
-        for name, dataset in datasets.items():
-            if validate_prompt_completion(dataset, name):
-                require_chat_template(processing_class, f"{name}, row 0, {PROMPT!r}")
+        self.encoder_decoder = is_encoder_decoder(model)
+        self._encoder = CompletionEncoder(
+            processing_class, args.max_prompt_length, args.max_completion_length, self.encoder_decoder,
+            args.chat_template_kwargs,
+        )  # fmt: skip
+        self._encoder.check_datasets(train_dataset, eval_dataset)
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -169,57 +156,24 @@ class RefinerTrainer(_BaseTrainer):
         )
         self.add_callback(CheckpointManifestCallback())  # each checkpoint's manifest, written last
         self.critic = critic
-        self.encoder_decoder = is_encoder_decoder(model)
-        self._metrics: dict[str, defaultdict[str, list[float]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
+        self._seconds: defaultdict[str, float] = defaultdict(float)  # per phase of the micro-batch (`_timed`)
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._pick_position = {"train": (-1, 0), "eval": (-1, 0)}
         self._eval_metric_prefix = "eval"  # `evaluate` sets it per dataset: `eval_<key>` for a dict of them
-        self._warned_truncation = False
-        self._warned_chat_prefix = False
-        self._checked_chat_prefix = False
-        for name, dataset in datasets.items():
-            self._report_dataset_truncation(dataset, name)
-        # Checked on the datasets' prompts; once more on the first batch, whose refine turns the datasets lack.
-        self._checked_chat_prefix = self._warned_chat_prefix
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
 
     def _send_telemetry(self) -> None:
         """A plugin sends nothing anywhere: these runs are often offline and the user did not ask for it."""
 
-    def _report_dataset_truncation(self, dataset: Dataset, name: str) -> None:
-        """Warn, before training, how many of a dataset's prompts and completions exceed the length limits."""
-        prompts, completions, add_special_tokens = self._loss_texts(dataset[PROMPT], dataset[COMPLETION])
-        truncation = count_truncation(
-            self.processing_class,
-            prompts,
-            completions,
-            self.args.max_prompt_length,
-            self.args.max_completion_length,
-            add_special_tokens,
-        )
-        if truncation.prompts or truncation.completions:
-            warnings.warn(
-                f"{name}: {truncation.prompts} of {len(dataset)} prompts exceed max_prompt_length="
-                f"{self.args.max_prompt_length} (they keep their last tokens) and {truncation.completions} "
-                f"completions exceed max_completion_length={self.args.max_completion_length} (they are cut).",
-                stacklevel=3,
-            )
-
     # ----------------------------------------------------------------------------------------------- the step
 
     def training_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: int | None = None
     ) -> torch.Tensor:
-        start = time.perf_counter()
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        total = time.perf_counter() - start
-        metrics = self._metrics["train"]
-        # Backward is what the step spent outside compute_loss; forward was timed inside it.
-        metrics["time/forward_backward"].append(metrics["time/forward"][-1] + total - self._compute_loss_time)
-        metrics["time/step"].append(total)
+        with self._timed("time/step"):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        self._log_times("train")
         return loss
 
     def compute_loss(
@@ -227,17 +181,46 @@ class RefinerTrainer(_BaseTrainer):
         model: torch.nn.Module,
         inputs: dict[str, list[Prompt]],
         return_outputs: bool = False,
-        num_items_in_batch: int | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, None]:
-        start = time.perf_counter()
-        mode = "train" if model.training else "eval"
-        turn_prompts = self._explore(model, inputs[PROMPT], inputs[COMPLETION], mode)
-        turn_losses = self._turn_losses(model, turn_prompts, inputs[COMPLETION], mode)
-        loss = turn_losses.mean() if self.args.turn_loss_aggregation == "mean" else turn_losses.sum()
-        if mode == "train":
-            loss = self._check_finite(model, loss, turn_losses)
-        self._compute_loss_time = time.perf_counter() - start
+        with self._timed("compute_loss"):
+            mode = "train" if model.training else "eval"
+            turn_prompts = self._explore(model, inputs[PROMPT], inputs[COMPLETION], mode)
+            turn_losses = self._turn_losses(model, turn_prompts, inputs[COMPLETION], mode, num_items_in_batch)
+            loss = turn_losses.mean() if self.args.turn_loss_aggregation == "mean" else turn_losses.sum()
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                # The count covers every process and DDP averages the processes' gradients: undo that average.
+                loss = loss * self.accelerator.num_processes
+            if mode == "train":
+                loss = self._check_finite(model, loss, turn_losses)
         return (loss, None) if return_outputs else loss
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
+        """The completion tokens of a step's micro-batches (of all processes with `average_tokens_across_devices`)."""
+        labels = [self._encoder.encode(batch[PROMPT], batch[COMPLETION])[0]["labels"] for batch in batch_samples]
+        count = torch.tensor(sum(int((rows != LABEL_PAD).sum()) for rows in labels), device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    @contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        """Add the block's seconds to `phase` of this micro-batch, logged by `_log_times` as `time/<phase>`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[phase] += time.perf_counter() - start
+
+    def _log_times(self, mode: str) -> None:
+        """Log the micro-batch's phase times; backward is what a training step spent outside `compute_loss`."""
+        seconds = {"time/generate": 0.0, "time/critique": 0.0, **self._seconds}
+        self._seconds.clear()
+        inside = seconds.pop("compute_loss")
+        if "time/step" in seconds:
+            seconds["time/forward_backward"] = seconds["time/forward"] + seconds["time/step"] - inside
+        for name, value in seconds.items():
+            self._metrics[mode][name].append(value)
 
     @torch.no_grad()
     def _explore(
@@ -248,8 +231,6 @@ class RefinerTrainer(_BaseTrainer):
         metrics = self._metrics[mode]
         turn_prompts = [list(prompts)]
         num_explored = args.num_explored_turns
-        metrics["time/generate"].append(0.0)
-        metrics["time/critique"].append(0.0)
         pick_rng = self._next_pick_rng(mode)  # its (step, micro-batch) position is the one errors name
         if num_explored == 0:
             return turn_prompts
@@ -263,24 +244,21 @@ class RefinerTrainer(_BaseTrainer):
         ) as generator:
             generator.eval()
             for turn in range(num_explored):
-                start = time.perf_counter()
-                hypotheses = self._sample(generator, turn_prompts[-1])
-                metrics["time/generate"][-1] += time.perf_counter() - start
+                with self._timed("time/generate"):
+                    hypotheses = self._sample(generator, turn_prompts[-1])
                 groups = [hypotheses[i * k : (i + 1) * k] for i in range(len(prompts))]
-
-                start = time.perf_counter()
                 where = f" (global step {self.state.global_step}, turn {turn})"
-                picked, feedback = self._pick_and_critique(critic_prompts, groups, critic_references, pick_rng, where)
-                metrics["time/critique"][-1] += time.perf_counter() - start
+                with self._timed("time/critique"):
+                    picked, feedback = self._pick_and_critique(
+                        critic_prompts, groups, critic_references, pick_rng, where
+                    )
 
                 metrics[f"turn_{turn}/no_error"].append(float(np.mean([is_no_error(f) for f in feedback])))
                 metrics[f"turn_{turn}/distinct_hypotheses"].append(float(np.mean([len(set(g)) / k for g in groups])))
                 if turn + 1 < args.num_refinement_turns:
+                    templates = args.refine_template, args.refine_feedback_template
                     turn_prompts.append(
-                        [
-                            refine_prompt(x, z, f, args.refine_template, args.refine_feedback_template)
-                            for x, z, f in zip(prompts, picked, feedback)
-                        ]
+                        [refine_prompt(x, z, f, *templates) for x, z, f in zip(prompts, picked, feedback)]
                     )
         model.train(was_training)
         return turn_prompts
@@ -289,163 +267,51 @@ class RefinerTrainer(_BaseTrainer):
         """k hypotheses per prompt in one `generate` call, with the exploration's sampling settings (prompt-major).
 
         Conversations are rendered with the chat template and its generation prompt first."""
-        args = self.args
-        chat = is_conversation(prompts[0])
-        hypotheses, _ = generate_texts(
-            generator,
-            self.processing_class,
-            render_generation_prompts(self.processing_class, prompts, args.chat_template_kwargs) if chat else prompts,
-            max_prompt_length=args.max_prompt_length,
-            max_new_tokens=args.max_new_tokens,
-            do_sample=True,
-            num_return_sequences=args.num_hypotheses,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            add_special_tokens=not chat,
-        )
-        return hypotheses
-
-    def _loss_texts(self, prompts: list[Prompt], completions: list[Prompt]) -> tuple[list[str], list[str], bool]:
-        """The prompt and completion texts of the loss, and whether to add special tokens when tokenizing them.
-
-        Strings are returned as they are. Conversations are rendered with the chat template (TRL's
-        `apply_chat_template`), whose special tokens are in the text; a prompt text that differs from the one
-        generation sees (a template that is not prefix-preserving) is warned about once."""
-        if not is_conversation(prompts[0]):
-            return list(prompts), list(completions), True
-        kwargs = self.args.chat_template_kwargs
-        prompt_texts, completion_texts = render_prompt_completion(self.processing_class, prompts, completions, kwargs)
-        if not self._checked_chat_prefix:
-            # Rendering every prompt a second time each step would double the chat rendering of the hot path.
-            self._checked_chat_prefix = True
-            mismatch = prefix_mismatch(render_generation_prompts(self.processing_class, prompts, kwargs), prompt_texts)
-            if mismatch is not None:
-                self._warned_chat_prefix = True
-                warnings.warn(
-                    "The chat template is not prefix-preserving: it renders a prompt with the generation prompt "
-                    "differently than followed by the completion, so the loss conditions the gold completion on a "
-                    f"context that exploration does not sample from ({mismatch}). Use a template that renders both "
-                    "the same way. This warning is shown once.",
-                    stacklevel=3,
-                )
-        return prompt_texts, completion_texts, False
+        args, chat = self.args, is_conversation(prompts[0])
+        if chat:
+            prompts = render_generation_prompts(self.processing_class, prompts, args.chat_template_kwargs)
+        return generate_texts(
+            generator, self.processing_class, prompts, args.max_prompt_length, args.max_new_tokens, do_sample=True,
+            num_return_sequences=args.num_hypotheses, temperature=args.temperature, top_p=args.top_p,
+            top_k=args.top_k, add_special_tokens=not chat,
+        )[0]  # fmt: skip
 
     def _turn_losses(
-        self, model: torch.nn.Module, turn_prompts: list[list[Prompt]], completions: list[Prompt], mode: str
+        self,
+        model: torch.nn.Module,
+        turn_prompts: list[list[Prompt]],
+        completions: list[Prompt],
+        mode: str,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of the gold completions given every turn's prompts; one loss per turn.
 
-        All turns' rows are sorted by length and cut into at most `max_loss_forwards` groups (see
-        [`~refiner_trl.length_groups.length_groups`]), one forward each, so that short turn-0 rows are not padded to
-        the length of refine rows. Causal rows are left-padded so that the completions end in the last column, and
-        only the completion positions' logits are computed. The per-turn sums of token losses are those of one padded
-        forward over all rows: the same loss and gradients.
+        Each turn's summed completion-token loss ([`~refiner_trl.losses.turn_loss_sums`]: rows grouped by length
+        into at most `max_loss_forwards` forwards) divided by `num_items_in_batch`, the completion tokens of the
+        accumulated batch, or by this micro-batch's when it is `None`. The logged `turn_<t>/loss` is this
+        micro-batch's per-token mean either way.
         """
-        num_turns, batch_size = len(turn_prompts), len(completions)
-        prompts, completion_texts, add_special_tokens = self._loss_texts(
-            [p for prompts in turn_prompts for p in prompts], completions * num_turns
-        )
-        batch, truncation = encode_prompt_completion(
-            self.processing_class,
-            prompts,
-            completion_texts,
-            self.args.max_prompt_length,
-            self.args.max_completion_length,
-            self.encoder_decoder,
-            add_special_tokens=add_special_tokens,
-            left_pad=not self.encoder_decoder,
-        )
-        self._count_truncation(truncation.prompts, self._metrics[mode])
+        num_turns = len(turn_prompts)
+        batch, cut = self._encoder.encode([p for prompts in turn_prompts for p in prompts], completions * num_turns)
+        self._metrics[mode]["truncated_prompts"].append(float(cut))
         batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
-        label_counts = (batch["labels"] != LABEL_PAD).sum(dim=1)
-        row_lengths = batch["attention_mask"].sum(dim=1)
-        lengths = list(zip(row_lengths.tolist(), label_counts.tolist()))
-        if not self.encoder_decoder:
-            lengths = [(length,) for length, _ in lengths]  # one padded dimension: prompt + completion
-        turn_of_row = torch.arange(num_turns, device=label_counts.device).repeat_interleave(batch_size)
-        start = time.perf_counter()
-        # Processes run the same number of forwards (their collectives must pair up), so it cannot follow lengths.
-        min_saving = 0.05 if self.accelerator.num_processes == 1 else 0.0
-        groups = length_groups(lengths, self.args.max_loss_forwards, min_saving)
-        loss_sums = None
-        for number, rows in enumerate(groups):
-            index = torch.tensor(rows, device=label_counts.device)
-            # DDP's forward prepares the gradient reduction of the next backward: once per micro-batch. The backward
-            # of the summed loss still reduces every weight's gradient once, summed over the groups.
-            forward_model = model.module if number > 0 and isinstance(model, DistributedDataParallel) else model
-            sums = self._completion_loss_sums(forward_model, {key: value[index] for key, value in batch.items()})
-            part = sums.new_zeros(num_turns).index_add(0, turn_of_row[index], sums)
-            loss_sums = part if loss_sums is None else loss_sums + part
-        per_turn = loss_sums / label_counts.view(num_turns, batch_size).sum(dim=1).clamp(min=1)
-        self._metrics[mode]["time/forward"].append(time.perf_counter() - start)
-        for turn, value in enumerate(per_turn.detach().float().cpu().tolist()):
-            self._metrics[mode][f"turn_{turn}/loss"].append(value)
-        return per_turn
-
-    def _completion_loss_sums(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One forward over a group of rows, cut to its own longest row; each row's summed completion-token loss."""
-        labels = batch["labels"]
-        label_width = int((labels != LABEL_PAD).sum(dim=1).max())
-        width = int(batch["attention_mask"].sum(dim=1).max())
-        if self.encoder_decoder:
-            config = self.accelerator.unwrap_model(model).config
-            labels = labels[:, :label_width]
-            decoder_input_ids = _shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
-            logits = model(
-                input_ids=batch["input_ids"][:, :width],
-                attention_mask=batch["attention_mask"][:, :width],
-                decoder_input_ids=decoder_input_ids,
-                use_cache=False,
-            ).logits
-        else:
-            # Left-padded: every completion ends in the last column, so its logits are the last label_width + 1.
-            input_ids, attention_mask = batch["input_ids"][:, -width:], batch["attention_mask"][:, -width:]
-            keep = min(label_width + 1, width)
-            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
-            parameters = forward_parameters(model)
-            if "position_ids" in parameters:  # the positions of the same tokens right-padded
-                inputs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-            if "logits_to_keep" in parameters:
-                inputs["logits_to_keep"] = keep
-            logits = model(**inputs).logits[:, -keep:][:, :-1]
-            labels = labels[:, labels.shape[1] - keep + 1 :]
-        token_losses = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD, reduction="none"
-        )
-        return token_losses.view(labels.shape).sum(dim=1)
-
-    def _count_truncation(self, count: int, metrics: defaultdict[str, list[float]]) -> None:
-        """Log how many of this step's prompts (all turns) were cut, and warn the first time it happens."""
-        metrics["truncated_prompts"].append(float(count))
-        if count and not self._warned_truncation:
-            self._warned_truncation = True
-            warnings.warn(
-                f"{count} prompts of this batch exceed max_prompt_length={self.args.max_prompt_length} and keep only "
-                "their last tokens; the count is logged as `truncated_prompts`. This warning is shown once.",
-                stacklevel=2,
+        with self._timed("time/forward"):
+            sums, counts = turn_loss_sums(
+                model, batch, num_turns, self.args.max_loss_forwards, self.accelerator.num_processes
             )
+        means = sums / counts.clamp(min=1)
+        for turn, value in enumerate(means.detach().float().cpu().tolist()):
+            self._metrics[mode][f"turn_{turn}/loss"].append(value)
+        return means if num_items_in_batch is None else sums / num_items_in_batch
 
     def _check_finite(self, model: torch.nn.Module, loss: torch.Tensor, turn_losses: torch.Tensor) -> torch.Tensor:
         """Return a finite loss as it is; raise on a non-finite one, or skip it when `nonfinite_loss="skip"`."""
-        finite = bool(torch.isfinite(loss))
         if self.args.nonfinite_loss == "skip":
-            self._metrics["train"]["skipped_batches"].append(float(not finite))
-        if finite:
-            return loss
+            self._metrics["train"]["skipped_batches"].append(float(not torch.isfinite(loss)))
         step, micro = self._pick_position["train"]
-        where = f"global step {step}, micro-batch {micro}"
-        if self.args.nonfinite_loss == "raise":
-            raise FloatingPointError(
-                f"Non-finite training loss {loss.item()} at {where} (per-turn losses: {turn_losses.tolist()}); "
-                "set nonfinite_loss='skip' to skip such micro-batches instead"
-            )
-        warnings.warn(f"Skipping a micro-batch with a non-finite training loss at {where}.", stacklevel=2)
-        # Zero times every trainable weight: the backward reaches each weight (as DDP expects) with a zero gradient,
-        # where `loss * 0` would carry NaN back through the activations. The value stays the non-finite loss, which
-        # the Trainer's `logging_nan_inf_filter` keeps out of the logged loss as it does for any such loss.
-        zero = sum((p.sum() * 0.0 for p in model.parameters() if p.requires_grad), loss.new_zeros(()))
-        return loss.detach() + zero
+        return finite_or_skipped(
+            loss, turn_losses, model, self.args.nonfinite_loss, f"global step {step}, micro-batch {micro}"
+        )
 
     # ------------------------------------------------------------------------------------- hypothesis picks
 
@@ -509,6 +375,7 @@ class RefinerTrainer(_BaseTrainer):
     ) -> tuple[torch.Tensor, None, None]:
         with torch.no_grad():
             loss = self.compute_loss(model, inputs)
+        self._log_times("eval")
         return loss.detach(), None, None
 
     def evaluate(
@@ -544,21 +411,15 @@ class RefinerTrainer(_BaseTrainer):
         trial: Any = None,
         ignore_keys_for_eval: list[str] | None = None,
     ) -> TrainOutput:
-        """As [`~transformers.Trainer.train`], with two additions for resuming.
-
-        `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint in `output_dir`, one whose
-        `trainer_state.json` (the file the Trainer writes last) is there and readable: a checkpoint cut short by a
-        kill while it was being written is skipped with a warning, and a path to one is refused. And the critic's
-        state is restored from the checkpoint when the critic has `load_state_dict` (see
-        [`~refiner_trl.critics.StatefulCritic`]).
+        """As [`~transformers.Trainer.train`]; `resume_from_checkpoint=True` resumes from the newest *complete*
+        checkpoint in `output_dir` (one cut short while being written is skipped with a warning, and a path to one is
+        refused), and the critic's state is restored from the checkpoint ([`~refiner_trl.critics.StatefulCritic`]).
         """
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint to resume from in output_dir ({self.args.output_dir})")
-        elif resume_from_checkpoint is False:
-            resume_from_checkpoint = None
-        if resume_from_checkpoint is not None:
+        if resume_from_checkpoint:
             if not is_complete_checkpoint(resume_from_checkpoint):
                 raise ValueError(
                     f"{resume_from_checkpoint} is not a complete checkpoint (no readable {TRAINER_STATE_NAME}, which "
@@ -581,11 +442,3 @@ class RefinerTrainer(_BaseTrainer):
 
 _COUNTS = frozenset({"skipped_batches"})
 """Metrics that are counts, summed (not averaged) over a logging window and the processes."""
-
-
-def _shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:
-    """Decoder inputs of an encoder-decoder: the labels shifted right behind the start token, -100 as padding."""
-    shifted = labels.new_full(labels.shape, pad_token_id)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = start_token_id
-    return shifted.masked_fill(shifted == LABEL_PAD, pad_token_id)

@@ -115,7 +115,8 @@ class GenerateSpy:
 
     def __call__(self, **kwargs):
         output = self.original(**kwargs)
-        self.calls.append({**kwargs, "output_shape": tuple(output.shape)})
+        sequences = getattr(output, "sequences", output)
+        self.calls.append({**kwargs, "output_shape": tuple(sequences.shape)})
         return output
 
 

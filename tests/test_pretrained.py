@@ -24,7 +24,8 @@ from refiner_trl import RefinerTrainer
 from refiner_trl import pretrained as pretrained_module
 from refiner_trl.critics import ModelCritic
 from refiner_trl.data import LABEL_PAD, encode_prompt_completion
-from refiner_trl.modeling import generate_texts, load_model_and_tokenizer
+from refiner_trl.generation import generate_texts
+from refiner_trl.modeling import load_model_and_tokenizer
 from refiner_trl.pretrained import (
     COMPLETE_MARKER,
     CONVERT_MARKER,

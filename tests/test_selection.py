@@ -34,10 +34,10 @@ class ParityCritic:
 class RefinePromptTrainer(RefinerTrainer):
     """Records the turn-1 prompts of every training step (the refine prompts built from the picks)."""
 
-    def _turn_losses(self, model, turn_prompts, completions, mode):
+    def _turn_losses(self, model, turn_prompts, completions, mode, *args):
         if mode == "train":
             self.__dict__.setdefault("refine_prompts", []).append(list(turn_prompts[1]))
-        return super()._turn_losses(model, turn_prompts, completions, mode)
+        return super()._turn_losses(model, turn_prompts, completions, mode, *args)
 
 
 def train(tmp_path, name: str, max_steps: int = 2, resume: str | None = None, **options) -> RefinePromptTrainer:

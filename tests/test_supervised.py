@@ -9,7 +9,8 @@ from trl import SFTConfig, SFTTrainer
 
 from refiner_trl import RefinerConfig
 from refiner_trl.data import LABEL_PAD
-from refiner_trl.modeling import build_tiny_model, generate_texts, train_tokenizer
+from refiner_trl.generation import generate_texts
+from refiner_trl.modeling import build_tiny_model, train_tokenizer
 from refiner_trl.supervised import (
     PromptCompletionCollator,
     SupervisedConfig,

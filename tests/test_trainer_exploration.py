@@ -8,8 +8,8 @@ import torch
 from conftest import GenerateSpy, SpyTrainer, code_rows, quiet_refiner_config, tokenizer_for
 from datasets import Dataset
 
-from refiner_trl.modeling import build_tiny_model, generate_texts
-from refiner_trl.sampling import NucleusSampler
+from refiner_trl.generation import NucleusSampler, generate_texts
+from refiner_trl.modeling import build_tiny_model
 from refiner_trl.templates import render_refine_prompt
 
 
@@ -111,21 +111,19 @@ def test_the_sampling_settings_reach_generate(architecture, tokenizer, rows, tmp
     spy = GenerateSpy(trainer.model)
     trainer.train()
 
-    assert len(spy.calls) == 1
+    # One batched call for all rows; any later call continues the rows that have not ended, from their cache.
     call = spy.calls[0]
-    if architecture == "seq2seq":  # generate samples itself: its num_return_sequences repeats the prompts
-        sampling = {key: call[key] for key in ("do_sample", "temperature", "top_p", "top_k")}
-        assert sampling == {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 7}
-    else:  # nucleus sampling through the NucleusSampler, which draws the tokens (greedy generate takes them)
-        (sampler,) = call["logits_processor"]
-        assert call["do_sample"] is False and isinstance(sampler, NucleusSampler)
-        assert (sampler.temperature, sampler.top_p, sampler.top_k) == (0.7, 0.8, 7)
-        assert sampler.rows > 0 and sampler.rows % (4 * 5) == 0  # all 20 rows of each new token were drawn by it
+    assert all(later["cache"] is not None for later in spy.calls[1:])
+    # Nucleus sampling through the NucleusSampler, which draws the tokens (greedy generate takes them), for both
+    (sampler,) = call["logits_processor"]
+    assert call["do_sample"] is False and isinstance(sampler, NucleusSampler)
+    assert (sampler.temperature, sampler.top_p, sampler.top_k) == (0.7, 0.8, 7)
+    if len(spy.calls) == 1:  # no row ended early: all 20 rows of each new token were drawn by it
+        assert sampler.rows > 0 and sampler.rows % (4 * 5) == 0
     assert call["max_new_tokens"] == 4
-    if architecture == "seq2seq":  # k through num_return_sequences
-        assert call["num_return_sequences"] == 5 and call["input_ids"].shape[0] == 4
-    else:  # each prompt prefilled once, its cache given to its k rows: k rows per prompt go in
-        assert "num_return_sequences" not in call and call["input_ids"].shape[0] == 4 * 5
+    # Each prompt encoded once (a causal prefill, an encoder pass), its k rows repeated after: k rows per prompt go in
+    assert "num_return_sequences" not in call and call["input_ids"].shape[0] == 4 * 5
+    assert ("encoder_outputs" in call) == (architecture == "seq2seq")
     rows_out, length = call["output_shape"]
     assert rows_out == 4 * 5  # k samples of each of the batch's 4 prompts
     prompt_length = 0 if architecture == "seq2seq" else call["input_ids"].shape[1]

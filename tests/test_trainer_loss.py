@@ -1,5 +1,6 @@
 """RefinerTrainer's loss against the model's own: the causal shift, the encoder-decoder decoder inputs, the cut of long
-completions, how turns are combined, and how gradient accumulation averages micro-batches of different lengths."""
+completions, how turns are combined, and gradient accumulation over micro-batches of different lengths (the token
+mean of the accumulated batch, as TRL's)."""
 
 from __future__ import annotations
 
@@ -96,20 +97,16 @@ def test_turn_loss_aggregation_combines_the_turn_losses(aggregation, tmp_path):
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_gradient_accumulation_averages_the_micro_batch_means(tmp_path):
-    """The trainer's promise: a step's loss is the mean over its micro-batches of each micro-batch's mean over its
-    completion tokens, as with a larger batch only when the micro-batches hold as many tokens. Here they do not (one
-    code word against six), so the update must match that average and differ from the larger batch's token mean."""
+SGD = {"optim": "sgd", "learning_rate": 1.0, "max_grad_norm": 0.0, "warmup_steps": 0, "lr_scheduler_type": "constant"}
+
+
+def test_gradient_accumulation_averages_over_the_completion_tokens_of_the_accumulated_batch(tmp_path):
+    """As TRL's SFT trainer and transformers: a step's loss is the mean over all completion tokens of its
+    micro-batches, so an update with micro-batches of different lengths (one code word against six) is that of one
+    larger batch, and differs from the mean of the micro-batches' own means."""
     rows = rows_of_lengths(1, 1, 6, 6)
     tokenizer = tokenizer_for(code_rows(16, seed=0) + rows)
     prompts, completions = [r["prompt"] for r in rows], [r["completion"] for r in rows]
-    sgd = {
-        "optim": "sgd",
-        "learning_rate": 1.0,
-        "max_grad_norm": 0.0,
-        "warmup_steps": 0,
-        "lr_scheduler_type": "constant",
-    }
 
     def trained(batch_size: int, accumulation: int) -> torch.Tensor:
         model = build_tiny_model("seq2seq", tokenizer, seed=0)
@@ -121,7 +118,7 @@ def test_gradient_accumulation_averages_the_micro_batch_means(tmp_path):
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=accumulation,
             num_refinement_turns=1,
-            **sgd,
+            **SGD,
         )
         trainer.get_train_dataloader = lambda: DataLoader(  # in order: micro-batch 1 short, micro-batch 2 long
             trainer.train_dataset, batch_size=batch_size, collate_fn=trainer.data_collator
@@ -145,5 +142,34 @@ def test_gradient_accumulation_averages_the_micro_batch_means(tmp_path):
     )
     token_mean = stepped(lambda m: model_loss(m, tokenizer, prompts, completions))
     assert not torch.allclose(micro_batch_mean, token_mean, rtol=1e-4, atol=1e-5)  # the two averages differ here
-    torch.testing.assert_close(trained(2, 2), micro_batch_mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(trained(2, 2), token_mean, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(trained(4, 1), token_mean, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "sum"])
+def test_two_accumulated_batches_of_4_train_as_one_batch_of_8_over_refinement_turns(
+    architecture, aggregation, tmp_path
+):
+    """With T = 2 turns, `gradient_accumulation_steps=2` and batch 4 give the loss and gradients of batch 8: each
+    turn's token count covers the whole accumulated batch. Exploration is made deterministic (fixed hypotheses) so
+    that both runs see the same refine prompts."""
+    rows = rows_of_lengths(1, 2, 3, 4, 5, 6, 7, 8)
+    tokenizer = tokenizer_for(code_rows(16, seed=0) + rows)
+
+    def trained(batch_size: int, accumulation: int) -> tuple[float, torch.Tensor]:
+        model = build_tiny_model(architecture, tokenizer, seed=0)
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        trainer = make_trainer(
+            model, tokenizer, rows, tmp_path / f"{batch_size}x{accumulation}", per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation, num_refinement_turns=2, turn_loss_aggregation=aggregation, **SGD,
+        )  # fmt: skip
+        k = trainer.args.num_hypotheses
+        trainer._sample = lambda generator, prompts: [f"a {len(p) % 5} b" for p in prompts for _ in range(k)]
+        loss = trainer.train().training_loss
+        return loss, before - torch.cat([p.detach().flatten() for p in model.parameters()])  # lr 1: the gradient
+
+    loss_8, gradient_8 = trained(8, 1)
+    loss_4x2, gradient_4x2 = trained(4, 2)
+    assert loss_4x2 == pytest.approx(loss_8, abs=1e-5)
+    torch.testing.assert_close(gradient_4x2, gradient_8, rtol=1e-5, atol=1e-5)
+    assert gradient_8.abs().max() > 1e-3  # a real update was compared
