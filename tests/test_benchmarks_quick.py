@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -87,83 +88,91 @@ def test_step_cost_quick_reads_the_trainers_time_logs(tmp_path):
         assert operators and all(op["operator"] and 0 <= op["share"] <= 1 for op in operators)
 
 
-# TODO(lead): the lead rewrites the pretrained benchmark as a driver over the recipes, and these two tests with it
-# (`benchmarks/_common.py`, `_machine.py` and `_measurements.py`, which its files import, are gone).
-@pytest.mark.skip(reason="TODO(lead): benchmarks/pretrained*.py is being rebuilt over the recipes")
+PHASES = [
+    "warm_start", "critic_samples", "baseline", "critic_perturbations", "critic", "refiner", "refiner_critic",
+    "evaluate_baseline", "evaluate_refiner", "evaluate_refiner_critic",
+]  # fmt: skip
+CRITICS = ["none", "perturbation_critic", "critic", "decision_oracle", "oracle"]
+PHASES_SCRIPTS = {
+    "warm_start": "train_generator.py",
+    "critic_samples": "sample_critic_data.py",
+    "baseline": "train_generator.py",
+    "critic_perturbations": "train_critic.py",
+    "critic": "train_critic.py",
+    "refiner": "train_mwp.py",
+    "refiner_critic": "train_mwp.py",
+    "evaluate_baseline": "evaluate.py",
+    "evaluate_refiner": "evaluate.py",
+    "evaluate_refiner_critic": "evaluate.py",
+}
+
+
 @pytest.mark.slow
-def test_pretrained_benchmark_quick_trains_every_arm_resumes_and_evaluates_again(tmp_path):
-    """`benchmarks/pretrained.py --quick` (a tiny model in place of SmolLM2): every phase, then `--resume` trains
-    nothing, and `--evaluate-only` evaluates the saved models again on fewer rows."""
+def test_pretrained_quick_runs_every_phase_as_a_recipe_resumes_and_collects(tmp_path):
+    """`benchmarks/pretrained.py --quick`: every phase is a recipe run on a tiny model; `--resume` runs none again;
+    the tables come from the evaluations' `results.json` and the targets from their per-row files."""
+    from refiner_trl.tasks import get_task
+
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    command = [sys.executable, str(ROOT / "benchmarks" / "pretrained.py"), "--quick", "--output-dir", str(runs)]
+    command += ["--docs-dir", str(docs)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    base = [sys.executable, str(ROOT / "benchmarks" / "pretrained.py"), "--quick", "--threads", "1"]
-    base += ["--output-dir", str(tmp_path), "--train-file", "none", "--eval-file", "none"]
-    arms = ["--arms", "refiner", "refiner_flagged", "--critics", "critic", "critic_samples"]
 
     def run(*extra: str) -> str:
-        result = subprocess.run([*base, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        result = subprocess.run([*command, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
         return result.stdout
 
-    first = run(*arms)
-    data = check_outputs(tmp_path, "pretrained")
-    evaluations = data["evaluations"]["0"]
-    assert set(evaluations) == {"baseline-4-2", "refiner", "refiner_flagged"}
-    assert set(evaluations["refiner"]["runs"]) == {"none", "oracle", "trained", "trained_samples", "decision_only"}
-    assert set(evaluations["baseline-4-2"]["runs"]) == {"none", "oracle", "trained", "trained_samples"}
-    assert set(evaluations["refiner"]["critic_on_turn0"]) == {"critic", "critic_samples"}
-    for record in evaluations.values():
-        for run_record in record["runs"].values():
-            low, high = run_record["interval"]
-            assert len(run_record["correct"]) == data["num_eval"] == 8
-            assert 0 <= low <= run_record["final"] <= high <= 1
-    critic_samples = json.loads((tmp_path / "seed-0" / "critic_samples" / "done.json").read_text())
-    assert (
-        critic_samples["sources"]["generator"] > 0
-        and "generator" not in json.loads((tmp_path / "seed-0" / "critic" / "done.json").read_text())["sources"]
-    )
-    assert "already done" not in first
+    run()
+    for phase in PHASES:
+        done = json.loads((runs / phase / "recipe_done.json").read_text())
+        assert done["command"][1].endswith(f"recipes/{PHASES_SCRIPTS[phase]}"), phase
+    assert (runs / "critic_samples" / "generator_samples.jsonl").stat().st_size > 0
+    for critic in ("critic", "critic_perturbations"):
+        calibration = json.loads((runs / critic / "calibration.json").read_text())
+        assert calibration["false_alarm"] <= calibration["max_false_alarm"]
+    summary = json.loads((docs / "pretrained.json").read_text())
+    assert set(summary["results"]) == {"baseline", "refiner", "refiner_critic"}
+    task = get_task("mwp")
+    rows = task.synthetic(n=24, seed=1)  # the quick evaluation's rows: synthetic_eval_size 24, synthetic_seed + 1
+    for arm, result in summary["results"].items():
+        assert [run["name"] for run in result["runs"]] == CRITICS
+        for run in result["runs"]:
+            with gzip.open(docs / "pretrained_rows" / f"{arm}.{run['name']}.jsonl.gz", "rt") as handle:
+                finals = [json.loads(line)["hypotheses"][-1] for line in handle]
+            assert task.score(finals, rows)[summary["metric"]] == pytest.approx(run["by_turn"][-1][summary["metric"]])
+    assert [t["target"] for t in summary["targets"]][:3] == [
+        "REFINER + trained critic >= baseline + 10",
+        "REFINER + oracle >= baseline + 20",
+        "REFINER + oracle >= baseline + oracle + 5",
+    ]
+    assert (docs / "pretrained.png").read_bytes()[:8] == PNG_MAGIC
 
-    again = run(*arms, "--resume")
-    assert all(f"seed 0: {phase} already done" in again for phase in ("refiner", "refiner_flagged", "critic"))
-    assert all(f"seed 0: {arm} already evaluated" in again for arm in evaluations)
-    again_data = json.loads((tmp_path / "pretrained.json").read_text())
-    assert (
-        again_data["evaluations"]["0"]["refiner"]["runs"]["none"]["correct"]
-        == evaluations["refiner"]["runs"]["none"]["correct"]
-    )
-
-    run(*arms, "--evaluate-only", "--max-eval", "4")
-    assert json.loads((tmp_path / "pretrained.json").read_text())["num_eval"] == 4
+    stamps = {phase: (runs / phase / "recipe_done.json").stat().st_mtime_ns for phase in PHASES}
+    again = run("--resume")
+    assert all(f"{phase}: done" in again for phase in PHASES)
+    assert stamps == {phase: (runs / phase / "recipe_done.json").stat().st_mtime_ns for phase in PHASES}
 
 
-@pytest.mark.skip(reason="TODO(lead): benchmarks/pretrained*.py is being rebuilt over the recipes")
-def test_pretrained_report_targets_are_paired_differences_against_the_arms_own_baseline(monkeypatch):
-    """The targets table compares each REFINER arm with the baseline of its own warm start, row by row."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import pretrained_report
+RELEASE_VAL = ROOT.parent / "shared" / "data" / "refiner-paper" / "mwp" / "val.json"
+COMMITTED_ROWS = ROOT / "docs" / "benchmarks" / "pretrained_rows"
 
-    def run(correct):
-        return {"correct": correct}
 
-    baseline = {"runs": {"none": run([0, 0, 1, 0]), "oracle": run([0, 1, 1, 0])}, "warm_steps": 6}
-    other_baseline = {"runs": {"none": run([1, 1, 1, 1]), "oracle": run([1, 1, 1, 1])}, "warm_steps": 2}
-    refiner = {
-        "runs": {"none": run([0, 0, 1, 0]), "oracle": run([1, 1, 1, 0]), "decision_only": run([1, 0, 1, 0])},
-        "warm_steps": 6,
-    }
-    data = {"evaluations": {"0": {"baseline-6-4": baseline, "baseline-2-8": other_baseline, "refiner": refiner}}}
-    rows = {row[2]: row for row in pretrained_report.target_rows(data, rounds=200)}
-    assert set(rows) == {
-        "+ oracle - baseline-6-4 alone",
-        "+ oracle - baseline-6-4 + oracle",
-        "+ oracle - + decision_only",
-    }
-    assert rows["+ oracle - baseline-6-4 alone"][4:] == ["+50.0", rows["+ oracle - baseline-6-4 alone"][5], "yes"]
-    assert (
-        rows["+ oracle - baseline-6-4 + oracle"][4] == "+25.0" and rows["+ oracle - baseline-6-4 + oracle"][6] == "yes"
-    )
-    assert rows["+ oracle - + decision_only"][3] == "–" and rows["+ oracle - + decision_only"][4] == "+25.0"
-    low, high = rows["+ oracle - baseline-6-4 alone"][5].strip("[]").split(", ")
-    assert float(low) <= 50.0 <= float(high)
-    refiner["warm_steps"] = 3  # no baseline from that warm start: no rows, rather than a comparison with another one
-    assert pretrained_report.target_rows(data, rounds=200) == []
+@pytest.mark.skipif(
+    not RELEASE_VAL.is_file() or not (COMMITTED_ROWS / "refiner.none.jsonl.gz").is_file(),
+    reason="needs the release's val.json (../shared) and the committed rows of the pretrained benchmark",
+)
+def test_the_committed_rows_give_the_committed_table_with_the_tasks_scorer():
+    """docs/benchmarks/pretrained.json's cells, recomputed from the committed per-row files with the MWP scorer."""
+    from refiner_trl.tasks import get_task
+
+    task = get_task("mwp")
+    rows = task.load("validation", path=str(RELEASE_VAL))
+    summary = json.loads((ROOT / "docs" / "benchmarks" / "pretrained.json").read_text())
+    for arm in ("baseline", "refiner"):
+        for run in summary["results"][arm]["runs"]:
+            with gzip.open(COMMITTED_ROWS / f"{arm}.{run['name']}.jsonl.gz", "rt") as handle:
+                finals = [json.loads(line)["hypotheses"][-1] for line in handle]
+            assert len(finals) == len(rows) == 1000
+            score = task.score(finals, rows)["equation_accuracy"]
+            assert score == pytest.approx(run["by_turn"][-1]["equation_accuracy"]), (arm, run["name"])
