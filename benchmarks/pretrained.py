@@ -207,12 +207,26 @@ def collect(root: Path, docs: Path) -> dict[str, Any]:
         if (q := run.get("critic_quality")) is not None
     ]
     lines.append(markdown_table(["arm", "critic", "recall %", "false alarms %", "wrong z_0", "right z_0"], quality))
+    by_steps = critic_by_steps(root) if (root / "critic" / render.DONE).is_file() else []
+    lines += ["", "## The critics on their held-out samples, by training steps", ""]
+    lines.append(
+        markdown_table(
+            ["critic", "steps", "AUC", "recall %", "false alarms %"],
+            [
+                [r["critic"], r["steps"], f"{r['auc']:.3f}", percent(r["recall"]), percent(r["false_alarm"])]
+                for r in by_steps
+            ],
+        )
+    )
+    for critic in ("critic_perturbations", "critic"):
+        if (root / critic / "calibration_curve.png").is_file():
+            shutil.copyfile(root / critic / "calibration_curve.png", docs / f"pretrained_{critic}_calibration.png")
     phases = _phase_times(root)
     lines += ["", "## Phases (wall time, minutes)", ""]
     lines.append(
         markdown_table(["phase", "minutes"], [[name, f"{seconds / 60:.1f}"] for name, seconds in phases.items()])
     )
-    summary = {"metric": metric, "results": results, "targets": targets, "phases": phases}
+    summary = {"metric": metric, "results": results, "targets": targets, "critic_by_steps": by_steps, "phases": phases}
     write_json(docs / "pretrained.json", summary)
     write_text(docs / "pretrained.md", "\n".join(lines) + "\n")
     render.plot_by_turn(
@@ -229,6 +243,31 @@ def collect(root: Path, docs: Path) -> dict[str, Any]:
     )
     print("\n".join(lines))
     return summary
+
+
+def critic_by_steps(root: Path) -> list[dict[str, Any]]:
+    """Each critic's calibration at each of its checkpoints and at its end, on its held-out samples: AUC, and recall
+    at false alarms <= its bound (how many steps work best)."""
+    from refiner_trl.critic_samples import read_samples, split_calibration
+    from refiner_trl.critics import ModelCritic, is_no_error
+    from refiner_trl.critics.calibration import calibrate
+    from refiner_trl.templates import render_critic_input
+
+    rows = []
+    for critic in ("critic_perturbations", "critic"):
+        config = yaml.safe_load((root / "configs" / f"{critic}.yaml").read_text(encoding="utf-8"))
+        held_out = split_calibration(read_samples(config["generator_samples"]), config["calibration_prompts"])[1]
+        inputs = [render_critic_input(r["prompt"], h) for r in held_out for h in r["hypotheses"]]
+        wrong = [not is_no_error(f) for r in held_out for f in r["feedback"]]
+        steps = {int(f.name.split("-")[1]): f for f in root.glob(f"{critic}/checkpoint-*")} or {
+            config["max_steps"]: root / critic
+        }
+        for step, folder in sorted(steps.items()):
+            scorer = ModelCritic(str(folder), batch_size=config["critic_batch_size"], use_calibration=False)
+            found = calibrate(scorer.no_error_logprobs(inputs), wrong, config["max_false_alarm"])
+            rows.append({"critic": critic, "steps": step, "auc": found.auc, "recall": found.recall})
+            rows[-1]["false_alarm"] = found.false_alarm
+    return rows
 
 
 def _phase_times(root: Path) -> dict[str, float]:
