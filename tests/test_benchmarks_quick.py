@@ -136,11 +136,12 @@ def test_pretrained_quick_runs_every_phase_as_a_recipe_resumes_and_collects(tmp_
     task = get_task("mwp")
     rows = task.synthetic(n=24, seed=1)  # the quick evaluation's rows: synthetic_eval_size 24, synthetic_seed + 1
     for arm, result in summary["results"].items():
-        assert [run["name"] for run in result["runs"]] == CRITICS
-        for run in result["runs"]:
-            with gzip.open(docs / "pretrained_rows" / f"{arm}.{run['name']}.jsonl.gz", "rt") as handle:
+        assert [critic_run["name"] for critic_run in result["runs"]] == CRITICS
+        for critic_run in result["runs"]:
+            with gzip.open(docs / "pretrained_rows" / f"{arm}.{critic_run['name']}.jsonl.gz", "rt") as handle:
                 finals = [json.loads(line)["hypotheses"][-1] for line in handle]
-            assert task.score(finals, rows)[summary["metric"]] == pytest.approx(run["by_turn"][-1][summary["metric"]])
+            expected = critic_run["by_turn"][-1][summary["metric"]]
+            assert task.score(finals, rows)[summary["metric"]] == pytest.approx(expected)
     assert [t["target"] for t in summary["targets"]][:3] == [
         "REFINER + trained critic >= baseline + 10",
         "REFINER + oracle >= baseline + 20",
