@@ -22,8 +22,10 @@ import torch
 from transformers import set_seed
 
 from refiner_trl import RefinerConfig, RefinerTrainer
-from refiner_trl.evaluation import EvaluationResult, evaluate_and_report
+from refiner_trl.evaluation import EvaluationResult
+from refiner_trl.gain import evaluate_report_and_gain
 from refiner_trl.generators import ModelGenerator
+from refiner_trl.model_card import save_model_card
 from refiner_trl.recipe_args import CriticArguments, ModelArguments, RecipeArguments, TaskArguments
 from refiner_trl.recipe_parser import parse_recipe_args
 
@@ -72,6 +74,9 @@ def main(
     # Train (resuming when asked) and save
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
+    save_model_card(
+        trainer, model_args.display_name, task.name, critic_args.critic, task_args.train_path, task_args.synthetic_seed
+    )
     if not recipe_args.evaluate_after_training or not trainer.accelerator.is_main_process:
         return None
 
@@ -85,7 +90,9 @@ def main(
     )
     critics = critic_args.table_critics(task, args.trust_remote_code, args.device, trained=recipe_args.eval_critic)
     title = f"REFINER on {task.name}: {model_args.display_name}, {len(eval_rows)} evaluation rows"
-    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, recipe_args.eval_max_turns)
+    return evaluate_report_and_gain(
+        task, generator, eval_rows, critics, args.output_dir, title, recipe_args.eval_max_turns
+    )
 
 
 if __name__ == "__main__":

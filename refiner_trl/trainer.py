@@ -50,6 +50,7 @@ from .modeling import (
     load_model_and_tokenizer,
     prepare_tokenizer,
 )
+from .refinement_logs import RefinementLog
 
 
 class RefinerTrainer(_BaseTrainer):
@@ -180,6 +181,7 @@ class RefinerTrainer(_BaseTrainer):
         self._warned_truncation = False
         self._warned_chat_prefix = False
         self._checked_chat_prefix = False
+        self._refinement_log = RefinementLog(args)
         for name, dataset in datasets.items():
             self._report_dataset_truncation(dataset, name)
         # Checked on the datasets' prompts; once more on the first batch, whose refine turns the datasets lack.
@@ -255,6 +257,7 @@ class RefinerTrainer(_BaseTrainer):
         if num_explored == 0:
             return turn_prompts
         critic_prompts, critic_references = [plain_text(x) for x in prompts], [plain_text(r) for r in references]
+        explored = []  # each explored turn's picks and feedback, for the refine-turn table (`log_refinements`)
         was_training = model.training
         with unwrap_model_for_generation(
             model,
@@ -273,6 +276,7 @@ class RefinerTrainer(_BaseTrainer):
                 where = f" (global step {self.state.global_step}, turn {turn})"
                 picked, feedback = self._pick_and_critique(critic_prompts, groups, critic_references, pick_rng, where)
                 metrics["time/critique"][-1] += time.perf_counter() - start
+                explored.append((picked, feedback))
 
                 metrics[f"turn_{turn}/no_error"].append(float(np.mean([is_no_error(f) for f in feedback])))
                 metrics[f"turn_{turn}/distinct_hypotheses"].append(float(np.mean([len(set(g)) / k for g in groups])))
@@ -284,6 +288,7 @@ class RefinerTrainer(_BaseTrainer):
                         ]
                     )
         model.train(was_training)
+        self._refinement_log.record(mode, turn_prompts, explored, references)
         return turn_prompts
 
     def _sample(self, generator: torch.nn.Module, prompts: list[Prompt]) -> list[str]:
@@ -536,6 +541,8 @@ class RefinerTrainer(_BaseTrainer):
             logs.update({f"{prefix}{n}": t if n in _COUNTS else t / processes for n, t in zip(names, totals.tolist())})
         super().log(logs, start_time)
         metrics.clear()
+        key = f"{self._eval_metric_prefix}_refinements" if mode == "eval" else "refinements"
+        self._refinement_log.flush(mode, self.state.global_step, key, self.is_world_process_zero())
 
     # ------------------------------------------------------------------------------- checkpoints, resuming
 
