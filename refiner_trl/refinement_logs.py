@@ -18,8 +18,9 @@ from .chat import Prompt, plain_text
 COLUMNS = ("step", "example", "turn", "prompt", "hypothesis", "feedback", "gold")
 """The table's columns, in order."""
 
-NOT_SAMPLED = "(not sampled: no turn follows; explore_last_turn samples it)"
-"""The hypothesis and feedback cells of a last turn that was not explored: its prompt still went into the loss."""
+NOT_SAMPLED = "(last turn: not sampled)"
+"""The hypothesis cell of a last turn that was not explored (see `explore_last_turn`): no turn follows it, but its
+prompt and gold completion still went into the loss."""
 
 
 def refinement_rows(
@@ -46,7 +47,7 @@ def refinement_rows(
     >>> turn_prompts = [["2 + 3 ="], ["2 + 3 =\\nPrevious answer: 6\\nFeedback: Wrong.\\nRefined answer:"]]
     >>> rows = refinement_rows(turn_prompts, [(["6"], ["Wrong."])], ["5"], num_examples=1)
     >>> [(row["turn"], row["hypothesis"], row["feedback"]) for row in rows]
-    [(0, '6', 'Wrong.'), (1, '(not sampled: no turn follows; explore_last_turn samples it)', '')]
+    [(0, '6', 'Wrong.'), (1, '(last turn: not sampled)', '')]
     ```
     """
     rows = []
@@ -69,6 +70,9 @@ def refinement_rows(
 def print_refinements(rows: Sequence[dict[str, Any]], title: str) -> bool:
     """Print the rows as a `rich` table; return `False` (printing nothing) when `rich` is not installed.
 
+    A refine prompt that starts with its example's turn-0 prompt shows only what follows it (`…` and the previous
+    answer with its feedback): the tracker tables keep whole prompts.
+
     Args:
         rows (`Sequence[dict]`):
             What [`refinement_rows`] returned.
@@ -88,8 +92,13 @@ def print_refinements(rows: Sequence[dict[str, Any]], title: str) -> bool:
     table.add_column("Hypothesis", style="bright_green", ratio=2)
     table.add_column("Feedback", style="bold cyan", ratio=2)
     table.add_column("Gold", style="magenta", ratio=2)
+    first: dict[int, str] = {}
     for row in rows:
-        cells = (row["prompt"], row["hypothesis"], row["feedback"], row["gold"])
+        prompt = row["prompt"]
+        start = first.setdefault(row["example"], prompt)
+        if row["turn"] > 0 and prompt.startswith(start):
+            prompt = "…" + prompt[len(start) :]
+        cells = (prompt, row["hypothesis"], row["feedback"], row["gold"])
         table.add_row(str(row["example"]), str(row["turn"]), *cells)
     Console().print(Panel(table, title=title, expand=False))
     return True

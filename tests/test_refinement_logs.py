@@ -60,7 +60,7 @@ def test_the_console_shows_each_turn_in_training_and_evaluation(tiny, tmp_path, 
     for heading in ("Prompt", "Hypothesis", "Feedback", "Gold"):
         assert heading in out
     assert "The code is" in out or "No error." in out  # the oracle's feedback
-    assert "Previous answer:" in out  # a refine turn's prompt
+    assert "…" in out and "Previous answer:" in out  # a refine turn's prompt, after the dataset prompt
     assert not trainer._refinement_log.rows["train"] and not trainer._refinement_log.rows["eval"]
 
 
