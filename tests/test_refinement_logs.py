@@ -88,10 +88,14 @@ def run_main_recipe(output_dir: Path, env: dict[str, str], report_to: str) -> su
 
 
 @pytest.mark.slow
-def test_trackio_stores_the_table_of_every_logging_step(tmp_path):
+def test_trackio_stores_the_table_of_every_logging_step_and_the_recipe_saves_a_model_card(tmp_path):
     pytest.importorskip("trackio")
     env = {"TRACKIO_DIR": str(tmp_path / "trackio"), "TRACKIO_PROJECT": "refine-turns"}
     run_main_recipe(tmp_path / "out", {**env, "TRACKIO_STORAGE_MODE": "sqlite"}, "trackio")
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")  # saved with the model, offline
+    assert "# Model Card for out" in card and "@inproceedings{paul2024refiner" in card
+    assert "| base model | `tiny seq2seq model` |" in card and "| critic | the task's oracle" in card
+    assert "| training data | `synthetic moral_stories rows (seed 0)` |" in card and "| steps | 3 |" in card
     # Read back through trackio's own storage, in a process that sees this TRACKIO_DIR (trackio reads it at import).
     reader = (
         "import json\nfrom trackio.sqlite_storage import SQLiteStorage\n"
