@@ -73,25 +73,33 @@ def save_model_card(
     oracle = "the task's oracle (it compares each hypothesis with the gold completion)"
     critic_text = oracle if critic == "oracle" else _linked(critic, "model")
     base, data = _linked(base_model, "model"), _linked(dataset_text, "dataset")
-    section = (
-        f"This model is a REFINER generator trained from {base} on {data} (task `{task}`).\n\n"
-        "## REFINER\n\n"
-        "| setting | value |\n|:---|:---|\n"
-        f"| base model | {base} |\n"
-        f"| task | `{task}` |\n"
-        f"| training data | {data} |\n"
-        f"| critic | {critic_text} |\n"
-        f"| turns T (`num_refinement_turns`) | {args.num_refinement_turns} |\n"
-        f"| hypotheses k (`num_hypotheses`) | {args.num_hypotheses} |\n"
-        f"| hypothesis selection | `{args.hypothesis_selection}` |\n"
-        f"| turn loss aggregation | `{args.turn_loss_aggregation}` |\n"
-        f"| steps | {trainer.state.global_step} |\n\n"
-        "At inference the model refines its answer from the prompt, its previous answer and a critic's feedback, "
-        f"with the refine prompt `{args.refine_template!r}` (`refiner_trl.refine`)."
+    intro = f"This model is a REFINER generator trained from {base} on {data} (task `{task}`)."
+    settings = [
+        ("base model", base),
+        ("task", f"`{task}`"),
+        ("training data", data),
+        ("critic", critic_text),
+        ("turns T (`num_refinement_turns`)", args.num_refinement_turns),
+        ("hypotheses k (`num_hypotheses`)", args.num_hypotheses),
+        ("hypothesis selection", f"`{args.hypothesis_selection}`"),
+        ("turn loss aggregation", f"`{args.turn_loss_aggregation}`"),
+        ("steps", trainer.state.global_step),
+    ]
+    name = trainer.hub_model_id or str(output_dir)
+    body = (
+        "## REFINER\n\n| setting | value |\n|:---|:---|\n"
+        + "".join(f"| {key} | {value} |\n" for key, value in settings)
+        + "\n## Quick start\n\nThe model writes an answer, then refines it from a critic's feedback until the critic "
+        "finds no error (`refiner_trl.refine` of refiner-trl; any critic: the task's oracle, a trained "
+        "`ModelCritic`, an `LLMCritic`, a person at the terminal):\n\n"
+        f"```python\nfrom refiner_trl import HumanCritic, ModelGenerator, refine\n\n"
+        f'generator = ModelGenerator("{name}", max_new_tokens={args.max_new_tokens})\n'
+        'traces = refine(generator, HumanCritic(), ["<a prompt in the training format>"], max_turns=3)\n'
+        "print(traces[0].final)\n```\n\n"
+        f"A refine turn's prompt is `{args.refine_template!r}`.\n\n"
     )
-    if _FINE_TUNED.search(card.text):  # TRL's first sentence, which names only Hub models and datasets
-        card.text = _FINE_TUNED.sub(lambda _: section, card.text, count=1)
-    else:
-        card.text = f"{section}\n\n{card.text}"
+    text = _FINE_TUNED.sub(lambda _: intro, card.text, count=1)  # TRL's sentence names only Hub models and data
+    quick_start = re.search(r"^## Quick start\n.*?(?=^## )", text, flags=re.M | re.S)  # TRL's: a chat pipeline
+    card.text = text[: quick_start.start()] + body + text[quick_start.end() :] if quick_start else text + "\n" + body
     card.save(path)
     return path

@@ -38,6 +38,8 @@ def test_the_card_names_refiner_its_citation_the_base_model_the_data_and_the_cri
     assert "| critic | the task's oracle" in text
     assert "| turns T (`num_refinement_turns`) | 3 |" in text and "| steps | 1 |" in text
     assert "[None]" not in text  # TRL's sentence for a Hub base model is replaced
+    assert "## Quick start" in text and f'ModelGenerator("{tmp_path / "refiner-out"}"' in text  # REFINER's, ...
+    assert "pipeline(" not in text  # ... not TRL's chat pipeline
     assert {"trl", "refiner", "moral_stories", "refiner-trl"} <= set(card.data.tags)
     assert card.data.base_model is None
 
