@@ -79,7 +79,7 @@ def run_main_recipe(output_dir: Path, env: dict[str, str], report_to: str) -> su
         sys.executable, "recipes/train_ms.py", "--config", "recipes/ms_tiny.yaml", "--output_dir", str(output_dir),
         "--max_steps", "3", "--logging_steps", "1", "--synthetic_train_size", "48", "--max_eval_samples", "4",
         "--evaluate_after_training", "false", "--report_to", report_to, "--log_refinements", "true",
-        "--num_refinements_to_log", "2", "--disable_tqdm", "true",
+        "--num_refinements_to_log", "2", "--disable_tqdm", "true", "--eval_strategy", "steps", "--eval_steps", "3",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
@@ -100,15 +100,19 @@ def test_trackio_stores_the_table_of_every_logging_step_and_the_recipe_saves_a_m
     reader = (
         "import json\nfrom trackio.sqlite_storage import SQLiteStorage\n"
         "project = SQLiteStorage.get_projects()[0]\nrun = SQLiteStorage.get_runs(project)[0]\n"
-        "print(json.dumps([log for log in SQLiteStorage.get_logs(project, run) if 'refinements' in log], default=str))"
+        "logs = SQLiteStorage.get_logs(project, run)\n"
+        "print(json.dumps([log for log in logs if {'refinements', 'eval_refinements'} & set(log)], default=str))"
     )
     result = subprocess.run(
         [sys.executable, "-c", reader], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
     )
     assert result.returncode == 0, result.stderr[-4000:]
     logs = json.loads(result.stdout)
-    assert len(logs) == 3  # one table per logging step
-    table = logs[-1]["refinements"]
+    train = [log["refinements"] for log in logs if "refinements" in log]
+    evaluation = [log["eval_refinements"] for log in logs if "eval_refinements" in log]
+    assert len(train) == 3 and len(evaluation) == 1  # one table per logging step, and the evaluation's at step 3
+    assert evaluation[0]["_type"] == "trackio.table" and len(evaluation[0]["_value"]) == 4
+    table = train[-1]
     assert table["_type"] == "trackio.table"
     rows = table["_value"]
     assert [(row["example"], row["turn"]) for row in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]  # T = 2
