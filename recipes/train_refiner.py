@@ -26,6 +26,7 @@ from refiner_trl.builders import get_peft_config, load_model, load_task_data
 from refiner_trl.critics import load_critic
 from refiner_trl.evaluation import EvaluationResult, evaluate_and_report, evaluation_critics, turns_by_critic
 from refiner_trl.generators import ModelGenerator
+from refiner_trl.model_card import save_model_card
 from refiner_trl.recipe_checks import prepare_training_run
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.script_args import CriticArguments, EvaluationArguments, ModelArguments, TaskArguments
@@ -78,6 +79,9 @@ def main(
     # Train (resuming when asked) and save
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
+    save_model_card(
+        trainer, model_args.display_name, task.name, critic_args.critic, task_args.train_path, task_args.synthetic_seed
+    )
     if not eval_args.evaluate_after_training or not trainer.accelerator.is_main_process:
         return None
 

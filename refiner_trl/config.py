@@ -154,6 +154,16 @@ class RefinerConfig(SupervisedConfig):
         gather_deepspeed3_params (`bool`, *optional*, defaults to `True`):
             Gather the ZeRO-3 shards once for generation (fast, needs the whole model on each device); `False`
             generates layer by layer with sharded weights.
+
+        > Parameters that control the logging
+
+        log_refinements (`bool`, *optional*, defaults to `False`):
+            At every logging step (training and evaluation), show a few examples of the last batch turn by turn:
+            the turn's prompt, the picked hypothesis, the critic's feedback on it and the gold completion. Printed as
+            a table in the console when `rich` is installed, and logged as a table (`refinements`, `eval_refinements`)
+            to trackio and wandb when they are in `report_to`, as TRL's `log_completions` does.
+        num_refinements_to_log (`int`, *optional*, defaults to `2`):
+            How many examples of the last batch the refine-turn table shows (each with all its turns).
     """
 
     _VALID_DICT_FIELDS = [*SupervisedConfig._VALID_DICT_FIELDS, "chat_template_kwargs"]
@@ -202,6 +212,13 @@ class RefinerConfig(SupervisedConfig):
     gather_deepspeed3_params: bool = field(
         default=True, metadata={"help": "Gather ZeRO-3 shards once for generation."}
     )
+    log_refinements: bool = field(
+        default=False,
+        metadata={"help": "Show a few examples' turns (prompt, hypothesis, feedback, gold) at each logging step."},
+    )
+    num_refinements_to_log: int = field(
+        default=2, metadata={"help": "How many examples of the last batch the refine-turn table shows."}
+    )
 
     @property
     def num_explored_turns(self) -> int:
@@ -226,6 +243,8 @@ class RefinerConfig(SupervisedConfig):
             raise ValueError(f"max_loss_forwards must be at least 1, got {self.max_loss_forwards}")
         if self.nonfinite_loss not in NONFINITE_LOSS_ACTIONS:
             raise ValueError(f"nonfinite_loss must be one of {NONFINITE_LOSS_ACTIONS}, got {self.nonfinite_loss!r}")
+        if self.num_refinements_to_log < 1:
+            raise ValueError(f"num_refinements_to_log must be at least 1, got {self.num_refinements_to_log}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.temperature <= 0:

@@ -38,6 +38,7 @@ from .data import (
 from .generation import generate_texts
 from .losses import CompletionEncoder, finite_or_skipped, turn_loss_sums
 from .modeling import is_encoder_decoder, load_model_and_tokenizer, prepare_tokenizer
+from .refinement_logs import RefinementLog
 
 
 class RefinerTrainer(_BaseTrainer):
@@ -160,6 +161,7 @@ class RefinerTrainer(_BaseTrainer):
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._pick_position = {"train": (-1, 0), "eval": (-1, 0)}
         self._eval_metric_prefix = "eval"  # `evaluate` sets it per dataset: `eval_<key>` for a dict of them
+        self._refinement_log = RefinementLog(args)
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
 
@@ -235,6 +237,7 @@ class RefinerTrainer(_BaseTrainer):
         if num_explored == 0:
             return turn_prompts
         critic_prompts, critic_references = [plain_text(x) for x in prompts], [plain_text(r) for r in references]
+        explored = []  # each explored turn's picks and feedback, for the refine-turn table (`log_refinements`)
         was_training = model.training
         with unwrap_model_for_generation(
             model,
@@ -252,6 +255,7 @@ class RefinerTrainer(_BaseTrainer):
                     picked, feedback = self._pick_and_critique(
                         critic_prompts, groups, critic_references, pick_rng, where
                     )
+                explored.append((picked, feedback))
 
                 metrics[f"turn_{turn}/no_error"].append(float(np.mean([is_no_error(f) for f in feedback])))
                 metrics[f"turn_{turn}/distinct_hypotheses"].append(float(np.mean([len(set(g)) / k for g in groups])))
@@ -261,6 +265,7 @@ class RefinerTrainer(_BaseTrainer):
                         [refine_prompt(x, z, f, *templates) for x, z, f in zip(prompts, picked, feedback)]
                     )
         model.train(was_training)
+        self._refinement_log.record(mode, turn_prompts, explored, references)
         return turn_prompts
 
     def _sample(self, generator: torch.nn.Module, prompts: list[Prompt]) -> list[str]:
@@ -402,6 +407,8 @@ class RefinerTrainer(_BaseTrainer):
             logs.update({f"{prefix}{n}": t if n in _COUNTS else t / processes for n, t in zip(names, totals.tolist())})
         super().log(logs, start_time)
         metrics.clear()
+        key = f"{self._eval_metric_prefix}_refinements" if mode == "eval" else "refinements"
+        self._refinement_log.flush(mode, self.state.global_step, key, self.is_world_process_zero())
 
     # ------------------------------------------------------------------------------- checkpoints, resuming
 
