@@ -19,22 +19,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.base_trainer import _BaseTrainer
 
-from .chat import (
-    Prompt,
-    is_conversation,
-    plain_text,
-    refine_prompt,
-    render_generation_prompts,
-)
+from .chat import Prompt, is_conversation, plain_text, refine_prompt, render_generation_prompts
 from .checkpoints import CheckpointManifestCallback, is_complete_checkpoint, last_complete_checkpoint
 from .config import RefinerConfig
 from .critics import Critic, checked_critique, is_no_error, load_critic_state, save_critic_state
-from .data import (
-    COMPLETION,
-    LABEL_PAD,
-    PROMPT,
-    collate_text,
-)
+from .data import COMPLETION, LABEL_PAD, PROMPT, collate_text
 from .generation import generate_texts
 from .losses import CompletionEncoder, finite_or_skipped, turn_loss_sums
 from .modeling import is_encoder_decoder, load_model_and_tokenizer, prepare_tokenizer
@@ -256,7 +245,6 @@ class RefinerTrainer(_BaseTrainer):
                         critic_prompts, groups, critic_references, pick_rng, where
                     )
                 explored.append((picked, feedback))
-
                 metrics[f"turn_{turn}/no_error"].append(float(np.mean([is_no_error(f) for f in feedback])))
                 metrics[f"turn_{turn}/distinct_hypotheses"].append(float(np.mean([len(set(g)) / k for g in groups])))
                 if turn + 1 < args.num_refinement_turns:
