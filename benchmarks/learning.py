@@ -81,9 +81,9 @@ def pipeline(task: str, architecture: str, seed: int, args: argparse.Namespace) 
                          tiny_architecture=architecture, max_steps=args.critic_steps)  # fmt: skip
     arms = ["baseline", *(name for name, _ in args.variant)]
     evaluations = {
-        arm: run(f"evaluate-{arm}", "evaluate.py", "evaluate_mwp_tiny", **common, generator=folder / arm,
-                 critic=folder / "critic", max_turns=args.turns, oracle_max_turns=args.turns,
-                 max_new_tokens=args.max_new_tokens).results
+        arm: run(f"evaluate-{arm}", "evaluate.py", "evaluate_mwp_tiny", **common, model_name_or_path=folder / arm,
+                 critic=folder / "critic", eval_max_turns=args.turns, eval_oracle_max_turns=args.turns,
+                 eval_max_new_tokens=args.max_new_tokens).results
         for arm in arms
     }  # fmt: skip
     critic_eval = json.loads((folder / "critic" / "critic_eval.json").read_text(encoding="utf-8"))
