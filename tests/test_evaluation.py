@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -188,13 +189,26 @@ def test_evaluate_recipe_writes_table_json_and_png(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert [len(run["by_turn"]) for run in data["runs"]] == [1, 3, 4]
     assert (out / "metric_by_turn.png").read_bytes()[:8] == PNG_MAGIC
+    # The trained critic's own quality against the oracle, from its per-row verdicts on z_0.
+    trained = data["runs"][1]["critic_quality"]
+    with gzip.open(out / "rows" / "trained.jsonl.gz", "rt") as handle:
+        records = [json.loads(line) for line in handle]
+    oracle = task.oracle_critic()
+    rows6 = task.synthetic(n=6, seed=1)
+    wrong = [
+        f != NO_ERROR
+        for f in oracle.critique(rows6["prompt"], [r["hypotheses"][0] for r in records], rows6["completion"])
+    ]
+    flagged = [r["feedback"][0] != NO_ERROR for r in records]
+    assert trained["num_wrong"] == sum(wrong) and trained["num_right"] == 6 - sum(wrong)
+    if sum(wrong):
+        assert trained["recall"] == sum(f and w for f, w in zip(flagged, wrong)) / sum(wrong)
+    assert "## Each critic on the generator's turn-0 hypotheses, against the oracle" in markdown
 
 
 def test_critic_quality_intervals_and_per_row_files_against_a_hand_computed_case(tmp_path):
     """6 rows: z_0 right on rows 0-1 and wrong on rows 2-5; a critic that flags rows 1, 2, 3 (recall 2/4, false alarms
     1/2); the oracle fixes every wrong row at turn 1."""
-    import gzip
-
     task = get_task("mwp")
     rows = task.synthetic(n=12, seed=3).filter(lambda row: row["completion"] != WRONG).select(range(6))
     gold = dict(zip(rows["prompt"], rows["completion"]))
