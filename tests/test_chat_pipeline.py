@@ -4,9 +4,12 @@ evaluation on a tiny chat model."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import CHAT_TEMPLATE, as_conversation, chat_tokenizer_for, code_rows
+from conftest import CHAT_TEMPLATE, as_conversation, chat_tokenizer_for, code_rows, load_recipe
 from datasets import Dataset
 
 from refiner_trl.chat import refine_prompt, render_generation_prompts
@@ -101,3 +104,78 @@ def test_seq2seq_warm_start_renders_conversations_as_the_refiner_trainer(tmp_pat
     expected, _ = CompletionEncoder(tokenizer, 512, 256, encoder_decoder=True).encode(prompts, completions)
     for key in ("input_ids", "attention_mask", "labels"):
         assert torch.equal(batch[key], expected[key]), key
+
+
+# ------------------------------------------------------------------------------------------------ the recipes' chain
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+CHAIN = (  # (recipe, its YAML file, what it parses, its own overrides)
+    ("train_generator", "generator_mwp_smollm2_chat.yaml", "GENERATOR_ARGUMENTS", ["--max_steps", "2"]),
+    ("train_refiner", "mwp_smollm2_chat.yaml", "REFINER_ARGUMENTS", ["--max_steps", "2", "--max_new_tokens", "6"]),
+    ("evaluate", "evaluate_mwp_smollm2_chat.yaml", "EVALUATE_ARGUMENTS", ["--device", "cpu", "--progress", "false"]),
+)
+
+
+def tiny_chat_model_folder(folder: Path) -> Path:
+    """A tiny causal model whose tokenizer knows the MWP task's texts and has a chat template, saved to `folder`."""
+    from refiner_trl.builders import load_task_data
+    from refiner_trl.modeling import train_tokenizer
+    from refiner_trl.script_args import TaskArguments
+    from refiner_trl.templates import REFINE_FEEDBACK_TEMPLATE
+
+    task, rows, _ = load_task_data(TaskArguments(task="mwp", synthetic_train_size=64))
+    texts = task.tokenizer_texts(rows)
+    texts += [f"<s>user\n{p}</s><s>assistant\n{c}</s>" for p, c in zip(rows["prompt"], rows["completion"])]
+    texts += [REFINE_FEEDBACK_TEMPLATE + " Write the refined equation. user assistant"] * 20
+    tokenizer = train_tokenizer(texts, vocab_size=500)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = build_tiny_model("causal", tokenizer, hidden_size=32, num_layers=1, seed=0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_chat_recipes_warm_start_train_refiner_and_evaluate_with_the_runs_templates(tmp_path, monkeypatch):
+    """generator_mwp_smollm2_chat -> mwp_smollm2_chat -> evaluate_mwp_smollm2_chat on a tiny chat model, two steps
+    each: every step reads conversations, and every evaluation's refine turns use the templates of the model it
+    evaluates (the warm start's defaults, then the REFINER YAML's feedback message, read back from the saved model)."""
+    import yaml
+
+    from refiner_trl import evaluation
+    from refiner_trl.recipe_parser import parse_recipe_args
+    from refiner_trl.templates import REFINE_FEEDBACK_TEMPLATE, RUN_TEMPLATES_FILE
+
+    calls = []
+    refine = evaluation.refine
+
+    def recording_refine(generator, critic, prompts, **kwargs):
+        calls[-1].append({"conversations": all(isinstance(p, list) for p in prompts), **kwargs})
+        return refine(generator, critic, prompts, **kwargs)
+
+    monkeypatch.setattr(evaluation, "refine", recording_refine)
+    model = tiny_chat_model_folder(tmp_path / "tiny-chat")
+    common = ["--synthetic_train_size", "16", "--synthetic_eval_size", "4", "--eval_max_new_tokens", "6"]
+    common += ["--torch_num_threads", "1"]
+    results = []
+    for name, yaml_file, arguments, extra in CHAIN:
+        recipe = load_recipe(name)
+        output = tmp_path / name
+        argv = ["--config", str(RECIPES / yaml_file), "--model_name_or_path", str(model), "--output_dir", str(output)]
+        if name != "evaluate":
+            argv += ["--per_device_train_batch_size", "4", "--logging_steps", "1", "--report_to", "none"]
+        calls.append([])
+        results.append(recipe.main(*parse_recipe_args(getattr(recipe, arguments), [*argv, *common, *extra])))
+        assert (output / "results.json").is_file()
+        model = output  # the next step starts from (or evaluates) this one's model
+
+    trained = yaml.safe_load((RECIPES / "mwp_smollm2_chat.yaml").read_text())["refine_feedback_template"]
+    assert trained != REFINE_FEEDBACK_TEMPLATE
+    saved = json.loads((tmp_path / "train_refiner" / RUN_TEMPLATES_FILE).read_text())
+    assert saved["refine_feedback_template"] == trained and saved["chat_template_kwargs"] == {}
+    assert not (tmp_path / "train_generator" / RUN_TEMPLATES_FILE).exists()  # the warm start has no refine turn
+    expected = [REFINE_FEEDBACK_TEMPLATE, trained, trained]
+    for step, feedback_template, result in zip(calls, expected, results):
+        assert step and all(call["conversations"] for call in step)
+        assert {call["refine_feedback_template"] for call in step} == {feedback_template}
+        assert result.templates["refine_feedback_template"] == feedback_template
+        assert [run.label for run in result.runs] == ["generator alone", "+ oracle critic (T=2)"]
