@@ -40,6 +40,25 @@ QUICK = {
 }  # fmt: skip
 
 
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--quick", action="store_true", help="A tiny causal model and sizes: seconds (the test runs it).")
+    add("--model", default=SMOLLM2, help="A causal model folder, or tiny-causal.")
+    add("--output-dir", default="outputs/benchmarks/peer_ratio")
+    add("--data-dir", default=str(render.DATA_DIR), help="The release's data; 'none': synthetic MWP rows.")
+    add("--threads", type=int, default=None, help="torch threads (1 on a CPU shared with other jobs).")
+    add("--use-cpu", action="store_true", help="Train on the CPU even when an accelerator is there.")
+    add("--temperature", type=float, default=1.0)
+    add("--top-p", type=float, default=0.95)
+    add("--grpo-gradient-checkpointing", action="store_true", help="TRL's default for GRPO (off in REFINER's).")
+    sizes = {
+        "k": 4, "turns": 2, "batch-size": 8, "max-new-tokens": 48, "warmup": 1, "repeats": 3, "max-prompt-length": 320,
+        "seed": 0, "hidden-size": 256, "seq2seq-layers": 4, "causal-layers": 8, "vocab-size": 2000,
+    }  # fmt: skip
+    return render.parse_sized_args(parser, argv, sizes, QUICK)
+
+
 def grpo_cell(setup: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """`args.warmup + args.repeats` steps of TRL's `GRPOTrainer` on a copy of the model, the oracle as reward."""
     from trl import GRPOConfig, GRPOTrainer
@@ -71,29 +90,6 @@ def grpo_cell(setup: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
 def refiner_cell(setup: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The same number of `RefinerTrainer` steps at k and T, the oracle critic, the same sampling settings."""
     return step_cost.refiner_cell(setup, args, args.k, args.turns, temperature=args.temperature, top_p=args.top_p)
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--quick", action="store_true", help="A tiny causal model and sizes: seconds (the test runs it).")
-    add("--model", default=SMOLLM2, help="A causal model folder, or tiny-causal.")
-    add("--output-dir", default="outputs/benchmarks/peer_ratio")
-    add("--data-dir", default=str(render.DATA_DIR), help="The release's data; 'none': synthetic MWP rows.")
-    add("--threads", type=int, default=None, help="torch threads (1 on a CPU shared with other jobs).")
-    add("--use-cpu", action="store_true", help="Train on the CPU even when an accelerator is there.")
-    add("--temperature", type=float, default=1.0)
-    add("--top-p", type=float, default=0.95)
-    add("--grpo-gradient-checkpointing", action="store_true", help="TRL's default for GRPO (off in REFINER's).")
-    for name, default in (
-        ("k", 4), ("turns", 2), ("batch-size", 8), ("max-new-tokens", 48), ("warmup", 1), ("repeats", 3),
-        ("max-prompt-length", 320), ("seed", 0), ("hidden-size", 256), ("seq2seq-layers", 4), ("causal-layers", 8),
-        ("vocab-size", 2000),
-    ):  # fmt: skip
-        add(f"--{name}", type=int, default=default)
-    if "--quick" in (sys.argv[1:] if argv is None else argv):
-        parser.set_defaults(**QUICK)
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
