@@ -8,6 +8,7 @@ through these helpers; JSON and markdown go through `refiner_trl.report`, so a r
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -226,3 +227,18 @@ def write_outputs(output_dir: str | Path, name: str, data: Mapping[str, Any], ma
     write_json(Path(output_dir) / f"{name}.json", data)
     write_text(Path(output_dir) / f"{name}.md", markdown)
     print(f"\n{markdown}\nWritten to {output_dir}/{name}.{{json,md,png}}", flush=True)
+
+
+def parse_sized_args(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    sizes: Mapping[str, int | None],
+    quick: Mapping[str, Any],
+) -> argparse.Namespace:
+    """Add one integer option `--<name>` per entry of `sizes` (its default), take `quick`'s defaults when `--quick` is
+    on the command line, and parse `argv` (default: the command line)."""
+    for name, default in sizes.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(**quick)
+    return parser.parse_args(argv)

@@ -204,17 +204,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--profile", action="store_true", help="Also profile one REFINER step at the compare point.")
     add("--threads", type=int, default=None, help="torch threads (1 on a CPU shared with other jobs).")
     add("--use-cpu", action="store_true", help="Train on the CPU even when an accelerator is there.")
-    for name, default in (
-        ("hidden-size", 256), ("seq2seq-layers", 4), ("causal-layers", 8), ("vocab-size", 2000), ("batch-size", 8),
-        ("compare-k", 4), ("compare-turns", 3), ("warmup", 1), ("repeats", 3), ("max-prompt-length", 320),
-        ("seed", 0), ("max-new-tokens", None),
-    ):  # fmt: skip
-        add(f"--{name}", type=int, default=default)
     add("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
     add("--turns", type=int, nargs="+", default=[1, 2, 3])
-    if "--quick" in (sys.argv[1:] if argv is None else argv):
-        parser.set_defaults(**QUICK)
-    return parser.parse_args(argv)
+    sizes = {
+        "hidden-size": 256, "seq2seq-layers": 4, "causal-layers": 8, "vocab-size": 2000, "batch-size": 8,
+        "compare-k": 4, "compare-turns": 3, "warmup": 1, "repeats": 3, "max-prompt-length": 320, "seed": 0,
+        "max-new-tokens": None,
+    }  # fmt: skip
+    return render.parse_sized_args(parser, argv, sizes, QUICK)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

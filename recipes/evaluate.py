@@ -20,11 +20,18 @@ from dataclasses import dataclass, field
 import torch
 
 from refiner_trl.builders import load_model, load_task_data
-from refiner_trl.evaluation import EvaluationResult, evaluate_and_report, evaluation_critics, turns_by_critic
+from refiner_trl.evaluation import (
+    EvaluationResult,
+    evaluate_and_report,
+    evaluation_critics,
+    evaluation_templates,
+    turns_by_critic,
+)
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.modeling import inference_device
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.script_args import CriticArguments, EvaluationArguments, ModelArguments, TaskArguments
+from refiner_trl.templates import load_run_templates
 
 
 @dataclass
@@ -34,7 +41,9 @@ class EvaluateArguments:
     Hub id or a folder saved with `save_pretrained`, e.g. the output of a REFINER recipe); the trained critic is
     `eval_critic`, else `critic` of [`CriticArguments`] when it is a folder saved by `recipes/train_critic.py`;
     `llm_critic: openai:<model>` (or `critic: openai:<model>`) adds the "+ LLM critic" row; T and the generation
-    lengths are [`EvaluationArguments`]'.
+    lengths are [`EvaluationArguments`]'. The refine templates and the chat template's keyword arguments are the ones
+    the model was trained with (the `refiner_templates.json` a REFINER recipe saves with it), unless
+    `eval_refine_template` / `eval_refine_feedback_template` are given.
 
     Parameters:
         output_dir (`str`, *optional*, defaults to `"results"`):
@@ -77,7 +86,8 @@ def main(
     # Task data: the evaluation rows
     task, _, rows = load_task_data(task_args)
 
-    # Generator and critics: none, + trained critic, + LLM critic, + oracle critic
+    # Generator, with the templates it was trained with, and critics: none, + trained critic, + LLM, + oracle critic
+    templates = evaluation_templates(eval_args, load_run_templates(model_args.model_name_or_path))
     model, tokenizer = load_model(model_args, texts=[])
     generator = ModelGenerator(
         model.to(device),
@@ -85,6 +95,7 @@ def main(
         max_prompt_length=eval_args.eval_max_prompt_length,
         max_new_tokens=eval_args.eval_max_new_tokens,
         batch_size=script_args.batch_size,
+        chat_template_kwargs=templates["chat_template_kwargs"],
     )
     critics = evaluation_critics(task, critic_args, eval_args, model_args.trust_remote_code, device)
 
@@ -99,6 +110,7 @@ def main(
         title,
         turns_by_critic(eval_args, critics),
         script_args.progress,
+        templates=templates,
     )
 
 

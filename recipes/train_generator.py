@@ -1,9 +1,10 @@
 """The paper's warm start: supervised training of the generator (prompt -> completion), with no critic.
 
-Causal models train with TRL's `SFTTrainer` (completion-only loss), encoder-decoders with `Seq2SeqTrainer`. The model
-and tokenizer are saved to `output_dir`, the `model_name_or_path` of the REFINER recipe that follows; the evaluation
-rows are then refined without a critic and with each critic, and the table is printed. The critic arguments only
-name the table's trained and LLM critics.
+Causal models train with TRL's `SFTTrainer` (completion-only loss), encoder-decoders with `Seq2SeqTrainer`; rows in
+TRL's conversational format (`conversational: true`) are rendered with the tokenizer's chat template, as the REFINER
+recipe that follows renders them. The model and tokenizer are saved to `output_dir`, the `model_name_or_path` of the
+REFINER recipe that follows; the evaluation rows are then refined without a critic and with each critic, and the
+table is printed. The critic arguments only name the table's trained and LLM critics.
 
     python recipes/train_generator.py --config recipes/generator_mwp_tiny.yaml
     accelerate launch --config_file ds_configs/accelerate_zero2.yaml recipes/train_generator.py \
@@ -18,7 +19,13 @@ import torch
 from transformers import set_seed
 
 from refiner_trl.builders import get_peft_config, load_model, load_task_data
-from refiner_trl.evaluation import EvaluationResult, evaluate_and_report, evaluation_critics, turns_by_critic
+from refiner_trl.evaluation import (
+    EvaluationResult,
+    evaluate_and_report,
+    evaluation_critics,
+    evaluation_templates,
+    turns_by_critic,
+)
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.recipe_checks import prepare_training_run
 from refiner_trl.recipe_parser import parse_recipe_args
@@ -37,11 +44,6 @@ def main(
     args: SupervisedConfig,
 ) -> EvaluationResult | None:
     """Train the generator supervised, save it, evaluate it; returns the evaluation on the main process."""
-    if task_args.conversational:
-        raise ValueError(
-            "conversational: the warm start trains on standard rows; use conversational rows with the REFINER "
-            "recipes (recipes/train_refiner.py, train_mwp.py, train_snlr.py, train_ms.py)"
-        )
     # Checks before anything is built: the model folder, the checkpoint to resume from, the output folder
     resume = prepare_training_run(args, model_args.model_name_or_path)
 
@@ -74,18 +76,20 @@ def main(
     if not eval_args.evaluate_after_training or not trainer.accelerator.is_main_process:
         return None
 
-    # Evaluate: the generator alone, + trained critic, + LLM critic, + oracle critic
+    # Evaluate (the default refine templates unless eval_refine_*template are given): the generator alone,
+    # + trained critic, + LLM critic, + oracle critic
+    templates = evaluation_templates(eval_args, {"chat_template_kwargs": args.chat_template_kwargs})
     generator = ModelGenerator.from_trainer(
         trainer,
         max_prompt_length=eval_args.eval_max_prompt_length,
         max_new_tokens=eval_args.eval_max_new_tokens,
         trust_remote_code=model_args.trust_remote_code,
+        chat_template_kwargs=templates["chat_template_kwargs"],
     )
     critics = evaluation_critics(task, critic_args, eval_args, model_args.trust_remote_code, args.device)
     title = f"Warm-start generator on {task.name}: {model_args.display_name}, {len(eval_rows)} evaluation rows"
-    return evaluate_and_report(
-        task, generator, eval_rows, critics, args.output_dir, title, turns_by_critic(eval_args, critics)
-    )
+    turns = turns_by_critic(eval_args, critics)
+    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, turns, templates=templates)
 
 
 if __name__ == "__main__":

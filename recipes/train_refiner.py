@@ -24,12 +24,19 @@ from transformers import set_seed
 from refiner_trl import RefinerConfig, RefinerTrainer
 from refiner_trl.builders import get_peft_config, load_model, load_task_data
 from refiner_trl.critics import load_critic
-from refiner_trl.evaluation import EvaluationResult, evaluate_and_report, evaluation_critics, turns_by_critic
+from refiner_trl.evaluation import (
+    EvaluationResult,
+    evaluate_and_report,
+    evaluation_critics,
+    evaluation_templates,
+    turns_by_critic,
+)
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.model_card import save_model_card
 from refiner_trl.recipe_checks import prepare_training_run
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.script_args import CriticArguments, EvaluationArguments, ModelArguments, TaskArguments
+from refiner_trl.templates import run_templates
 
 REFINER_ARGUMENTS = (TaskArguments, ModelArguments, CriticArguments, EvaluationArguments, RefinerConfig)
 """The dataclasses this recipe parses (`--config file.yaml` and command-line overrides), in `main`'s order."""
@@ -85,19 +92,19 @@ def main(
     if not eval_args.evaluate_after_training or not trainer.accelerator.is_main_process:
         return None
 
-    # Evaluate: the generator alone, + trained critic, + LLM critic, + oracle critic
+    # Evaluate with the run's templates: the generator alone, + trained critic, + LLM critic, + oracle critic
+    templates = evaluation_templates(eval_args, run_templates(args))
     generator = ModelGenerator.from_trainer(
         trainer,
         max_prompt_length=eval_args.eval_max_prompt_length,
         max_new_tokens=eval_args.eval_max_new_tokens,
         trust_remote_code=model_args.trust_remote_code,
-        chat_template_kwargs=args.chat_template_kwargs,
+        chat_template_kwargs=templates["chat_template_kwargs"],
     )
     critics = evaluation_critics(task, critic_args, eval_args, model_args.trust_remote_code, args.device)
     title = f"REFINER on {task.name}: {model_args.display_name}, {len(eval_rows)} evaluation rows"
-    return evaluate_and_report(
-        task, generator, eval_rows, critics, args.output_dir, title, turns_by_critic(eval_args, critics)
-    )
+    turns = turns_by_critic(eval_args, critics)
+    return evaluate_and_report(task, generator, eval_rows, critics, args.output_dir, title, turns, templates=templates)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,12 @@ class SupervisedConfig(TrainingArguments):
         max_completion_length (`int` or `None`, *optional*, defaults to `256`):
             Longest gold completion in tokens, EOS included, for the cross-entropy. Truncations are counted and
             reported once.
+        chat_template_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for the tokenizer's chat template when the dataset is conversational (TRL's format:
+            `prompt` a list of `{"role", "content"}` messages, `completion` a list holding the assistant's message),
+            e.g. `{"enable_thinking": false}`. Conversational prompts are rendered with the generation prompt for
+            sampling, and prompt + completion with TRL's `apply_chat_template` for the loss; the warm start
+            ([`~refiner_trl.supervised.train_supervised`]) renders its rows with the same template and arguments.
 
         > Parameters that control the output folder
 
@@ -51,7 +57,7 @@ class SupervisedConfig(TrainingArguments):
             `output_dir`), so that a rerun of the same command never writes over an earlier run's checkpoints.
     """
 
-    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
+    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs", "chat_template_kwargs"]
 
     # A default that differs from TrainingArguments.
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
@@ -64,6 +70,9 @@ class SupervisedConfig(TrainingArguments):
     )
     max_completion_length: int | None = field(
         default=256, metadata={"help": "Longest gold completion in tokens, EOS included."}
+    )
+    chat_template_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for the chat template of conversational datasets."}
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start afresh over the checkpoints of an earlier run in output_dir."}
@@ -91,13 +100,7 @@ class RefinerConfig(SupervisedConfig):
 
     Parameters:
         > Parameters that control the model and the data: those of [`SupervisedConfig`] (`model_init_kwargs`,
-        `max_prompt_length`, `max_completion_length`), and
-
-        chat_template_kwargs (`dict[str, Any]`, *optional*):
-            Keyword arguments for the tokenizer's chat template when the dataset is conversational (TRL's format:
-            `prompt` a list of `{"role", "content"}` messages, `completion` a list holding the assistant's message),
-            e.g. `{"enable_thinking": false}`. Conversational prompts are rendered with the generation prompt for
-            sampling, and prompt + completion with TRL's `apply_chat_template` for the loss.
+        `max_prompt_length`, `max_completion_length`, `chat_template_kwargs`).
 
         > Parameters that control the REFINER loop
 
@@ -166,15 +169,10 @@ class RefinerConfig(SupervisedConfig):
             How many examples of the last batch the refine-turn table shows (each with all its turns).
     """
 
-    _VALID_DICT_FIELDS = [*SupervisedConfig._VALID_DICT_FIELDS, "chat_template_kwargs"]
-
     # A default that differs from TrainingArguments.
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep the `prompt` and `completion` columns; the trainer tokenizes them itself per turn."},
-    )
-    chat_template_kwargs: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Keyword arguments for the chat template of conversational datasets."}
     )
     num_refinement_turns: int = field(default=3, metadata={"help": "T: turns per batch (turn 0 + T-1 refine turns)."})
     num_hypotheses: int = field(default=4, metadata={"help": "k: hypotheses sampled per example and turn."})

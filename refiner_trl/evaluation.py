@@ -24,6 +24,7 @@ from .generators import Generator, as_generator, checked_generate
 from .refinement import RefinementTrace, refine, refine_metrics
 from .report import bootstrap_interval, json_ready, markdown_table, percent, write_json, write_text
 from .tasks.base import Task
+from .templates import REFINE_FEEDBACK_TEMPLATE, REFINE_TEMPLATE
 
 if TYPE_CHECKING:
     from .script_args import CriticArguments, EvaluationArguments
@@ -159,6 +160,9 @@ class EvaluationResult:
             How many rows were evaluated.
         runs (`list[CriticRun]`):
             One per critic.
+        templates (`dict[str, str]`, *optional*):
+            The refine templates the evaluation's refine turns were built with (`refine_template`,
+            `refine_feedback_template`).
     """
 
     task: str
@@ -166,6 +170,7 @@ class EvaluationResult:
     primary_metric: str
     num_examples: int
     runs: list[CriticRun]
+    templates: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN becomes `null`), without the runs' per-row records."""
@@ -229,6 +234,8 @@ def evaluate_refinement(
     max_turns: int | Mapping[str, int],
     progress: bool = True,
     num_examples_kept: int = 5,
+    refine_template: str = REFINE_TEMPLATE,
+    refine_feedback_template: str = REFINE_FEEDBACK_TEMPLATE,
 ) -> EvaluationResult:
     """Run [`refine`] with each critic and score the hypotheses after every turn with `task.score`.
 
@@ -256,6 +263,11 @@ def evaluate_refinement(
             Show a progress bar over the critics, and [`refine`]'s bar over the turns.
         num_examples_kept (`int`, *optional*, defaults to `5`):
             How many traces per critic to keep in the result for reading.
+        refine_template (`str`, *optional*, defaults to [`~refiner_trl.templates.REFINE_TEMPLATE`]):
+            The refine prompt of string prompts: the template the generator was trained with (see
+            [`evaluation_templates`]).
+        refine_feedback_template (`str`, *optional*, defaults to [`~refiner_trl.templates.REFINE_FEEDBACK_TEMPLATE`]):
+            The feedback message of conversational refine turns: the one the generator was trained with.
 
     Returns:
         [`EvaluationResult`]: one [`CriticRun`] per critic, in the order of `critics`.
@@ -283,6 +295,8 @@ def evaluate_refinement(
                 references=references,
                 max_turns=turns,
                 progress=progress,
+                refine_template=refine_template,
+                refine_feedback_template=refine_feedback_template,
             )
             if critic is not None and turns > 0 and oracle_wrong is None:
                 oracle_wrong = _oracle_verdicts(task, traces, references)
@@ -310,6 +324,7 @@ def evaluate_refinement(
         primary_metric=primary_metric(task, first),
         num_examples=len(rows_list),
         runs=runs,
+        templates={"refine_template": refine_template, "refine_feedback_template": refine_feedback_template},
     )
 
 
@@ -437,6 +452,35 @@ def evaluation_critics(
     if eval_args.eval_oracle:
         critics["oracle"] = oracle
     return critics
+
+
+def evaluation_templates(eval_args: EvaluationArguments, trained: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The templates a recipe evaluates with: `refine_template`, `refine_feedback_template` (for
+    [`evaluate_and_report`]) and `chat_template_kwargs` (for the generator).
+
+    Each is `eval_args`' `eval_refine_template` / `eval_refine_feedback_template` when set, else the one the model was
+    trained with (`trained`: the training recipe's [`~refiner_trl.templates.run_templates`], or the model folder's
+    [`~refiner_trl.templates.load_run_templates`], which [`RefinerTrainer`] writes when it saves a model), else the
+    default ([`~refiner_trl.templates.REFINE_TEMPLATE`], [`~refiner_trl.templates.REFINE_FEEDBACK_TEMPLATE`], no
+    keyword arguments).
+
+    Args:
+        eval_args ([`~refiner_trl.script_args.EvaluationArguments`]):
+            The templates given explicitly, if any.
+        trained (`Mapping[str, Any]`, *optional*):
+            The templates the model was trained with.
+    """
+    templates = {
+        "refine_template": REFINE_TEMPLATE,
+        "refine_feedback_template": REFINE_FEEDBACK_TEMPLATE,
+        "chat_template_kwargs": {},
+        **{key: value for key, value in (trained or {}).items() if value is not None},
+    }
+    if eval_args.eval_refine_template is not None:
+        templates["refine_template"] = eval_args.eval_refine_template
+    if eval_args.eval_refine_feedback_template is not None:
+        templates["refine_feedback_template"] = eval_args.eval_refine_feedback_template
+    return templates
 
 
 def turns_by_critic(eval_args: EvaluationArguments, critics: Mapping[str, Critic | None]) -> dict[str, int]:
@@ -627,6 +671,7 @@ def evaluate_and_report(
     title: str,
     max_turns: int | Mapping[str, int],
     progress: bool = True,
+    templates: Mapping[str, Any] | None = None,
 ) -> EvaluationResult:
     """The evaluation of every recipe: [`evaluate_refinement`], then [`write_report`], then the table printed.
 
@@ -647,11 +692,15 @@ def evaluate_and_report(
             T for every critic, or per critic name (e.g. [`turns_by_critic`]).
         progress (`bool`, *optional*, defaults to `True`):
             Show a progress bar over the critics.
+        templates (`Mapping[str, Any]`, *optional*):
+            The refine templates the generator was trained with ([`evaluation_templates`]): `refine_template` and
+            `refine_feedback_template` go to [`evaluate_refinement`]; unset keys keep the defaults.
 
     Returns:
         [`EvaluationResult`]: what [`evaluate_refinement`] returned.
     """
-    result = evaluate_refinement(task, generator, rows, critics, max_turns=max_turns, progress=progress)
+    templates = {k: v for k, v in (templates or {}).items() if k in ("refine_template", "refine_feedback_template")}
+    result = evaluate_refinement(task, generator, rows, critics, max_turns=max_turns, progress=progress, **templates)
     paths = write_report(result, output_dir, title)
     print(f"\n{paths['markdown'].read_text(encoding='utf-8')}\nReport written to {output_dir}", flush=True)
     return result

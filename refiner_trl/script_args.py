@@ -262,6 +262,13 @@ class EvaluationArguments:
             feedback). `None`: no limit.
         eval_max_new_tokens (`int`, *optional*, defaults to `64`):
             Longest hypothesis in tokens at evaluation.
+        eval_refine_template (`str`, *optional*):
+            The refine prompt of string prompts at evaluation, with `{prompt}`, `{hypothesis}` and `{feedback}`.
+            Unset: the `refine_template` the model was trained with (the training recipe's, or the
+            `refiner_templates.json` that `RefinerTrainer` saves with the model), else the default.
+        eval_refine_feedback_template (`str`, *optional*):
+            The feedback message of conversational refine turns at evaluation, with `{feedback}`. Unset: the
+            `refine_feedback_template` the model was trained with, else the default.
     """
 
     evaluate_after_training: bool = field(
@@ -274,6 +281,13 @@ class EvaluationArguments:
         default=512, metadata={"help": "Longest generator prompt in tokens at evaluation."}
     )
     eval_max_new_tokens: int = field(default=64, metadata={"help": "Longest hypothesis in tokens at evaluation."})
+    eval_refine_template: str | None = field(
+        default=None, metadata={"help": "Refine prompt at evaluation; unset: the one the model was trained with."}
+    )
+    eval_refine_feedback_template: str | None = field(
+        default=None,
+        metadata={"help": "Conversational feedback message at evaluation; unset: the one the model was trained with."},
+    )
 
     def __post_init__(self) -> None:
         for name in ("eval_max_turns", "eval_oracle_max_turns"):

@@ -7,6 +7,14 @@ then the completion tokenized alone, then EOS. `SFTTrainer` given raw text would
 string instead, and cut sequences at their end: with a vocabulary that merges the prompt's last characters with the
 completion's first ones (TRL warns of it), the model would learn a context that generation never shows it, and a long
 prompt would lose its completion rather than its beginning.
+
+Conversational rows (TRL's format: `prompt` a list of messages, `completion` the assistant's message) take TRL's own
+path for causal models: `SFTTrainer` renders them with the tokenizer's chat template (prompt with the generation
+prompt, prompt + completion) and trains on the completion's tokens (`completion_only_loss=True`). These are the
+tokens [`RefinerTrainer`]'s loss reads (TRL's `apply_chat_template`) and the prompt tokens generation reads
+([`~refiner_trl.chat.render_generation_prompts`]), with the same `chat_template_kwargs`; the chat template's special
+tokens stand between prompt and completion, so no token merges across them. Encoder-decoders render them as
+[`RefinerTrainer`] does, with the collator.
 """
 
 from __future__ import annotations
@@ -26,12 +34,14 @@ from transformers import (
     TrainingArguments,
 )
 
+from .chat import is_conversation, render_prompt_completion, require_chat_template
 from .checkpoints import CheckpointManifestCallback
 from .config import SupervisedConfig
 from .data import (
     COMPLETION,
     LABEL_PAD,
     PROMPT,
+    DataError,
     count_truncation,
     encode_prompt_completion,
     validate_prompt_completion,
@@ -70,11 +80,16 @@ def _limits(args: TrainingArguments, max_prompt_length: int | None, max_completi
     return prompt, completion
 
 
-def _warn_truncation(prompts: int, completions: int, name: str) -> None:
+def _warn_truncation(prompts: int, completions: int, name: str, sft_chat: bool = False) -> None:
     if prompts or completions:
+        how = (
+            "SFTTrainer cuts each conversation's tokens at max_prompt_length + max_completion_length, keeping their "
+            "start, and drops rows left with no completion token"
+            if sft_chat
+            else "max_prompt_length keeps a prompt's end, max_completion_length a completion's start"
+        )
         warnings.warn(
-            f"{name}: {prompts} prompt(s) and {completions} completion(s) were cut to the length limits "
-            "(max_prompt_length keeps a prompt's end, max_completion_length a completion's start).",
+            f"{name}: {prompts} prompt(s) and {completions} completion(s) were cut to the length limits ({how}).",
             stacklevel=3,
         )
 
@@ -137,6 +152,8 @@ class PromptCompletionCollator:
             Longest completion in tokens, EOS included.
         is_encoder_decoder (`bool`, *optional*, defaults to `True`):
             Passed to [`encode_prompt_completion`].
+        chat_template_kwargs (`dict`, *optional*):
+            Keyword arguments for the chat template of conversational rows.
     """
 
     def __init__(
@@ -145,22 +162,43 @@ class PromptCompletionCollator:
         max_prompt_length: int | None,
         max_completion_length: int | None,
         is_encoder_decoder: bool = True,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ):
         self.tokenizer = tokenizer
         self.max_prompt_length = max_prompt_length
         self.max_completion_length = max_completion_length
         self.is_encoder_decoder = is_encoder_decoder
+        self.chat_template_kwargs = chat_template_kwargs
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        prompts, completions, special = _texts(
+            self.tokenizer, [f[PROMPT] for f in features], [f[COMPLETION] for f in features], self.chat_template_kwargs
+        )
         batch, _ = encode_prompt_completion(
             self.tokenizer,
-            [f[PROMPT] for f in features],
-            [f[COMPLETION] for f in features],
+            prompts,
+            completions,
             self.max_prompt_length,
             self.max_completion_length,
             self.is_encoder_decoder,
+            add_special_tokens=special,
         )
         return batch
+
+
+def _texts(tokenizer, prompts: list, completions: list, chat_template_kwargs: dict[str, Any] | None):
+    """The rows' prompt and completion texts (conversations rendered with the chat template, as [`RefinerTrainer`]
+    renders them for its loss), and whether to add special tokens when tokenizing them."""
+    if prompts and is_conversation(prompts[0]):
+        return (*render_prompt_completion(tokenizer, prompts, completions, chat_template_kwargs), False)
+    return prompts, completions, True
+
+
+def _chat_rows(dataset: Dataset, chat_template_kwargs: dict[str, Any]) -> Dataset:
+    """Conversational rows for `SFTTrainer`: the `prompt` and `completion` columns, and `chat_template_kwargs` (the
+    column TRL reads the template's keyword arguments from) when there are any."""
+    rows = dataset.select_columns([PROMPT, COMPLETION])
+    return rows.map(lambda _: {"chat_template_kwargs": chat_template_kwargs}) if chat_template_kwargs else rows
 
 
 def train_supervised(
@@ -180,7 +218,11 @@ def train_supervised(
     Causal models: TRL's [`~trl.SFTTrainer`] with `completion_only_loss=True` on rows pre-tokenized by
     [`tokenize_for_sft`]. Encoder-decoders: transformers' [`~transformers.Seq2SeqTrainer`] with a
     [`PromptCompletionCollator`]. Either way the tokens are those of [`encode_prompt_completion`], as in
-    [`RefinerTrainer`]; nothing is downloaded and no chat template is used.
+    [`RefinerTrainer`]; nothing is downloaded. Conversational rows are rendered with the tokenizer's chat template
+    (and `args.chat_template_kwargs` when `args` has them): by `SFTTrainer` itself for causal models (TRL's
+    conversational prompt-completion path, the loss on the completion's tokens, sequences cut at
+    `max_prompt_length + max_completion_length`), by the collator for encoder-decoders, as [`RefinerTrainer`]
+    renders them.
 
     `args` may be any [`~transformers.TrainingArguments`]: [`SupervisedConfig`], [`RefinerConfig`] (e.g. the
     REFINER run's own config, for the warm start), [`~trl.SFTConfig`] or [`~transformers.Seq2SeqTrainingArguments`].
@@ -194,7 +236,9 @@ def train_supervised(
         tokenizer (`PreTrainedTokenizerBase`):
             Its tokenizer (given a pad token if it has none).
         train_dataset (`Dataset`):
-            TRL's prompt-completion format: `prompt` and `completion` string columns (others are ignored).
+            TRL's prompt-completion format, standard (`prompt` and `completion` strings) or conversational (`prompt` a
+            list of role/content messages ending with the user's, `completion` the assistant's message); other
+            columns are ignored.
         args (`TrainingArguments`):
             The training arguments, converted as described above.
         eval_dataset (`Dataset`, *optional*):
@@ -224,16 +268,25 @@ def train_supervised(
     """
     prepare_tokenizer(tokenizer)
     callbacks = [*(callbacks or []), CheckpointManifestCallback()]  # each checkpoint's manifest, written last
-    validate_prompt_completion(train_dataset, "train_dataset")
-    if eval_dataset is not None:
-        validate_prompt_completion(eval_dataset, "eval_dataset")
+    datasets = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
+    datasets = {name: dataset for name, dataset in datasets.items() if dataset is not None}
+    chat = {name: validate_prompt_completion(dataset, name) for name, dataset in datasets.items()}
+    if len(set(chat.values())) > 1:
+        raise DataError("train_dataset and eval_dataset must both be standard or both be conversational")
+    chat = chat["train_dataset"]
+    if chat:
+        require_chat_template(tokenizer, f"train_dataset, row 0, {PROMPT!r}")
+    chat_template_kwargs = getattr(args, "chat_template_kwargs", None) or {}
     prompt_limit, completion_limit = _limits(args, max_prompt_length, max_completion_length)
+    if is_encoder_decoder(model) or chat:
+        for name, dataset in datasets.items():
+            prompts, completions, special = _texts(
+                tokenizer, dataset[PROMPT], dataset[COMPLETION], chat_template_kwargs
+            )
+            cut = count_truncation(tokenizer, prompts, completions, prompt_limit, completion_limit, special)
+            _warn_truncation(cut.prompts, cut.completions, name, sft_chat=chat and not is_encoder_decoder(model))
 
     if is_encoder_decoder(model):
-        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            if dataset is not None:
-                cut = count_truncation(tokenizer, dataset[PROMPT], dataset[COMPLETION], prompt_limit, completion_limit)
-                _warn_truncation(cut.prompts, cut.completions, name)
         seq2seq_args = convert_args(args, Seq2SeqTrainingArguments, remove_unused_columns=False)
         if peft_config is not None:
             from peft import get_peft_model
@@ -242,7 +295,9 @@ def train_supervised(
         trainer: Trainer = Seq2SeqTrainer(
             model=model,
             args=seq2seq_args,
-            data_collator=PromptCompletionCollator(tokenizer, prompt_limit, completion_limit),
+            data_collator=PromptCompletionCollator(
+                tokenizer, prompt_limit, completion_limit, chat_template_kwargs=chat_template_kwargs
+            ),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
@@ -253,16 +308,26 @@ def train_supervised(
 
         if isinstance(args, SFTConfig):
             sft_args = args
+        elif chat:
+            # TRL renders and tokenizes the conversations; sequences longer than both limits lose their end.
+            limits = None if prompt_limit is None or completion_limit is None else prompt_limit + completion_limit
+            sft_args = convert_args(args, SFTConfig, completion_only_loss=True, max_length=limits)
         else:
             # Sequences are already cut to the limits; SFTTrainer's own `max_length` would cut completions instead.
             sft_args = convert_args(args, SFTConfig, completion_only_loss=True, max_length=None)
+        if chat:
+            train_rows = _chat_rows(train_dataset, chat_template_kwargs)
+            eval_rows = None if eval_dataset is None else _chat_rows(eval_dataset, chat_template_kwargs)
+        else:
+            train_rows = tokenize_for_sft(train_dataset, tokenizer, prompt_limit, completion_limit)
+            eval_rows = None
+            if eval_dataset is not None:
+                eval_rows = tokenize_for_sft(eval_dataset, tokenizer, prompt_limit, completion_limit, "eval_dataset")
         trainer = SFTTrainer(
             model=model,
             args=sft_args,
-            train_dataset=tokenize_for_sft(train_dataset, tokenizer, prompt_limit, completion_limit),
-            eval_dataset=None
-            if eval_dataset is None
-            else tokenize_for_sft(eval_dataset, tokenizer, prompt_limit, completion_limit, "eval_dataset"),
+            train_dataset=train_rows,
+            eval_dataset=eval_rows,
             processing_class=tokenizer,
             callbacks=callbacks,
             peft_config=peft_config,

@@ -28,6 +28,8 @@ from .generation import generate_texts
 from .losses import CompletionEncoder, finite_or_skipped, turn_loss_sums
 from .modeling import is_encoder_decoder, load_model_and_tokenizer, prepare_tokenizer
 from .refinement_logs import RefinementLog
+from .report import write_json
+from .templates import RUN_TEMPLATES_FILE, run_templates
 
 
 class RefinerTrainer(_BaseTrainer):
@@ -423,6 +425,14 @@ class RefinerTrainer(_BaseTrainer):
                 )
             load_critic_state(self.critic, resume_from_checkpoint, self.args.world_size, self.args.process_index)
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """As [`~transformers.Trainer.save_model`], plus the run's templates (`refiner_templates.json`), which the
+        evaluation of the saved model reads back ([`~refiner_trl.evaluation.evaluation_templates`])."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+            write_json(folder / RUN_TEMPLATES_FILE, run_templates(self.args))
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id

@@ -88,6 +88,22 @@ def test_step_cost_quick_reads_the_trainers_time_logs(tmp_path):
         assert operators and all(op["operator"] and 0 <= op["share"] <= 1 for op in operators)
 
 
+def test_peer_ratio_quick_times_grpo_and_refiner_at_the_same_k(tmp_path):
+    result = run_quick("peer_ratio.py", tmp_path)
+    data = json.loads((tmp_path / "peer_ratio.json").read_text(encoding="utf-8"))
+    assert data["quick"] is True and data["settings"]["k"] == 2 and data["settings"]["turns"] == 2
+    grpo, refiner = data["grpo"], data["refiner"]
+    assert (grpo["trainer"], refiner["trainer"]) == ("GRPOTrainer", "RefinerTrainer")
+    for cell in (grpo, refiner):
+        assert cell["measured_steps"] == data["settings"]["repeats"] == 2
+        assert cell["step"] > 0 and cell["step_cpu"] > 0
+    assert refiner["time/generate"] > 0  # T = 2 explores its first turn, as GRPO generates once a step
+    assert data["ratio"] == pytest.approx(refiner["step"] / grpo["step"])
+    assert data["ratio_cpu"] == pytest.approx(refiner["step_cpu"] / grpo["step_cpu"])
+    markdown = (tmp_path / "peer_ratio.md").read_text(encoding="utf-8")
+    assert f"Ratio REFINER / GRPO: {data['ratio']:.3f}" in markdown and markdown in result.stdout
+
+
 PHASES = [
     "warm_start", "critic_samples", "baseline", "critic_perturbations", "critic", "refiner", "refiner_critic",
     "evaluate_baseline", "evaluate_refiner", "evaluate_refiner_critic",
