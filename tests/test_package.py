@@ -108,3 +108,26 @@ def test_the_package_imports_form_no_cycle():
     assert "refiner_trl.modeling" in graph["refiner_trl.generators"]  # a lazy import inside a function counts
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check can fail
+
+
+def test_the_benchmarks_import_no_cycle_no_private_trainer_method_and_no_test_imports_them():
+    """Benchmarks import each other by their module names (they run as scripts from `benchmarks/`)."""
+    folder = PACKAGE.parent / "benchmarks"
+    names = {path.stem for path in folder.glob("*.py")}
+    graph = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        graph[path.stem] = (imported & names) - {path.stem}
+        private = [
+            n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in ("_explore", "_sample")
+        ]
+        assert not private, f"{path.name} reaches into the trainer's private {private}"
+    assert "render" in graph["pretrained"]  # the graph sees the imports it should
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+    for test in (PACKAGE.parent / "tests").glob("*.py"):
+        tree = ast.parse(test.read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & names, f"{test.name} imports a benchmark: {imported & names}"
