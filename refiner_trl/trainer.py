@@ -14,13 +14,12 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
-from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.base_trainer import _BaseTrainer
 
 from .chat import Prompt, is_conversation, plain_text, refine_prompt, render_generation_prompts
-from .checkpoints import CheckpointManifestCallback, is_complete_checkpoint, last_complete_checkpoint
+from .checkpoints import CheckpointManifestCallback, checkpoint_problem, last_complete_checkpoint
 from .config import RefinerConfig
 from .critics import Critic, checked_critique, is_no_error, load_critic_state, save_critic_state
 from .data import COMPLETION, LABEL_PAD, PROMPT, collate_text
@@ -417,11 +416,11 @@ class RefinerTrainer(_BaseTrainer):
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint to resume from in output_dir ({self.args.output_dir})")
         if resume_from_checkpoint:
-            if not is_complete_checkpoint(resume_from_checkpoint):
+            if problem := checkpoint_problem(resume_from_checkpoint):
                 raise ValueError(
-                    f"{resume_from_checkpoint} is not a complete checkpoint (no readable {TRAINER_STATE_NAME}, which "
-                    "is written last): it was probably cut short while being written. Resume from an earlier one, "
-                    "or pass resume_from_checkpoint=True for the newest complete one."
+                    f"{resume_from_checkpoint} is not a complete checkpoint: {problem}. It was probably cut short "
+                    "while being written: resume from an earlier one, or pass resume_from_checkpoint=True for the "
+                    "newest complete one."
                 )
             load_critic_state(self.critic, resume_from_checkpoint, self.args.world_size, self.args.process_index)
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)

@@ -216,8 +216,11 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path, rows, tokenizer):
     )
     with pytest.raises(ValueError, match="No complete checkpoint to resume from"):
         trainer.train(resume_from_checkpoint=True)
-    with pytest.raises(ValueError, match="checkpoint-12 is not a complete checkpoint"):
+    with pytest.raises(ValueError, match="checkpoint-12 is not a complete checkpoint: no readable trainer_state"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-12"))
+    (tmp_path / "checkpoint-10" / "model.safetensors").write_bytes(b"\x08\x00")  # a weights file cut short
+    with pytest.raises(ValueError, match=r"checkpoint-10 is not a complete checkpoint: model\.safetensors"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-10"))
     assert trainer.state.global_step == 0  # refused before anything was loaded
 
 
