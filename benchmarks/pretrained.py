@@ -10,10 +10,10 @@ baseline (more supervised steps) -> the critics (perturbations only; with the sa
 oracle -> REFINER with the trained critic -> the evaluation of each arm on the whole validation file.
 
 Outputs go under `--output-dir` (default `~/.cache/refiner-trl/evidence2`): each phase's folder with its
-`recipe.log` and `recipe_done.json` (the command and its wall time), written when the phase ends. `--resume` skips
-finished phases and runs an unfinished one with `--resume_from_checkpoint true`, so a phase cut short goes on from
-its last complete checkpoint; `--phases` runs only some; `--render` only collects. `--quick` runs every phase on a
-tiny model built from a config and synthetic data, in minutes (CI runs it).
+`recipe.log` and `recipe_done.json` (the command and its wall time), written when the phase ends. A training phase
+always runs with `--resume_from_checkpoint true`, so a phase cut short goes on from its newest complete checkpoint;
+`--resume` also skips the finished phases; `--phases` runs only some; `--render` only collects. `--quick` runs
+every phase on a tiny model built from a config and synthetic data, in minutes (CI runs it).
 
     python benchmarks/pretrained.py --resume                       # the whole run, hours on a 2-core CPU
     python benchmarks/pretrained.py --resume --phases warm_start   # one phase (at most 90 minutes each)
@@ -208,7 +208,7 @@ def collect(root: Path, docs: Path) -> dict[str, Any]:
         if (q := run.get("critic_quality")) is not None
     ]
     lines.append(markdown_table(["arm", "critic", "recall %", "false alarms %", "wrong z_0", "right z_0"], quality))
-    by_steps = critic_by_steps(root) if (root / "critic" / render.DONE).is_file() else []
+    by_steps = critic_by_steps(root)
     lines += ["", "## The critics on their held-out samples, by training steps", ""]
     lines.append(
         markdown_table(
@@ -247,8 +247,9 @@ def collect(root: Path, docs: Path) -> dict[str, Any]:
 
 
 def critic_by_steps(root: Path) -> list[dict[str, Any]]:
-    """Each critic's calibration at each of its checkpoints and at its end, on its held-out samples: AUC, and recall
-    at false alarms <= its bound (how many steps work best)."""
+    """Each finished critic's calibration at each complete checkpoint, on its held-out samples: AUC, and recall at
+    false alarms <= its bound (how many steps work best). Cached in the critic's `by_steps.json`."""
+    from refiner_trl.checkpoints import checkpoint_folders, is_complete_checkpoint
     from refiner_trl.critic_samples import read_samples, split_calibration
     from refiner_trl.critics import ModelCritic, is_no_error
     from refiner_trl.critics.calibration import calibrate
@@ -256,18 +257,30 @@ def critic_by_steps(root: Path) -> list[dict[str, Any]]:
 
     rows = []
     for critic in ("critic_perturbations", "critic"):
+        if not (root / critic / render.DONE).is_file():
+            continue
         config = yaml.safe_load((root / "configs" / f"{critic}.yaml").read_text(encoding="utf-8"))
         held_out = split_calibration(read_samples(config["generator_samples"]), config["calibration_prompts"])[1]
         inputs = [render_critic_input(r["prompt"], h) for r in held_out for h in r["hypotheses"]]
         wrong = [not is_no_error(f) for r in held_out for f in r["feedback"]]
-        steps = {int(f.name.split("-")[1]): f for f in root.glob(f"{critic}/checkpoint-*")} or {
-            config["max_steps"]: root / critic
-        }
-        for step, folder in sorted(steps.items()):
-            scorer = ModelCritic(str(folder), batch_size=config["critic_batch_size"], use_calibration=False)
-            found = calibrate(scorer.no_error_logprobs(inputs), wrong, config["max_false_alarm"])
-            rows.append({"critic": critic, "steps": step, "auc": found.auc, "recall": found.recall})
-            rows[-1]["false_alarm"] = found.false_alarm
+        folders = [f for f in checkpoint_folders(root / critic) if is_complete_checkpoint(f)] or [root / critic]
+        cache = root / critic / "by_steps.json"
+        found = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+        for folder in folders:
+            step = str(
+                int(folder.name.split("-")[1]) if folder.name.startswith("checkpoint-") else config["max_steps"]
+            )
+            if step not in found:
+                scorer = ModelCritic(
+                    str(folder),
+                    max_prompt_length=config["max_prompt_length"],
+                    batch_size=config["critic_batch_size"],
+                    use_calibration=False,
+                )
+                result = calibrate(scorer.no_error_logprobs(inputs), wrong, config["max_false_alarm"])
+                found[step] = {"auc": result.auc, "recall": result.recall, "false_alarm": result.false_alarm}
+                cache.write_text(json.dumps(found, indent=1), encoding="utf-8")
+            rows.append({"critic": critic, "steps": int(step), **found[step]})
     return rows
 
 

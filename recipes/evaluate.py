@@ -8,8 +8,11 @@ python recipes/evaluate.py --config recipes/evaluate_mwp.yaml --eval_max_turns 1
 python recipes/evaluate.py --config recipes/evaluate_mwp_llm.yaml   # + an LLM critic behind an API
 ```
 
-Prints the table and writes to `output_dir`: `results.md` (the table, and the primary metric after each turn),
-`results.json` (every metric after every turn, acceptance, a few traces) and `metric_by_turn.png`.
+Prints the table and writes to `output_dir`: `results.md` (the table with 95% bootstrap intervals and each critic's
+paired gain over the generator alone, the primary metric after each turn, and each critic's recall and false alarms
+on the turn-0 hypotheses against the oracle), `results.json` (every metric after every turn, acceptance, a few
+traces), `metric_by_turn.png` and `rows/<critic>.jsonl.gz` (per row: the hypothesis and feedback at each turn, the
+score after each turn). `eval_critics: [name=spec, ...]` adds rows, e.g. `decision_oracle` or another critic's folder.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from refiner_trl.evaluation import (
 )
 from refiner_trl.generators import ModelGenerator
 from refiner_trl.modeling import inference_device
+from refiner_trl.recipe_checks import check_model_path
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.script_args import CriticArguments, EvaluationArguments, ModelArguments, TaskArguments
 from refiner_trl.templates import load_run_templates
@@ -82,6 +86,8 @@ def main(
     if model_args.torch_num_threads is not None:
         torch.set_num_threads(model_args.torch_num_threads)
     device = inference_device(script_args.device)
+
+    check_model_path(model_args.model_name_or_path)  # a missing folder: say how to fetch it
 
     # Task data: the evaluation rows
     task, _, rows = load_task_data(task_args)

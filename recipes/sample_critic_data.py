@@ -23,6 +23,7 @@ from refiner_trl.config import RefinerConfig
 from refiner_trl.critic_samples import SAMPLES_FILE, sample_critic_data
 from refiner_trl.critics import is_no_error
 from refiner_trl.generators import ModelGenerator
+from refiner_trl.recipe_checks import check_model_path
 from refiner_trl.recipe_parser import parse_recipe_args
 from refiner_trl.script_args import ModelArguments, TaskArguments
 
@@ -35,6 +36,8 @@ def main(task_args: TaskArguments, model_args: ModelArguments, args: RefinerConf
     # Threads
     if model_args.torch_num_threads is not None:
         torch.set_num_threads(model_args.torch_num_threads)
+
+    check_model_path(model_args.model_name_or_path)  # a missing folder: say how to fetch it
 
     # Task data: the training rows are the prompts (max_train_samples keeps the first ones)
     task, train_rows, _ = load_task_data(task_args)

@@ -76,6 +76,12 @@ def main(
     critic_eval = task.build_critic_dataset(
         eval_rows, seed=task_args.synthetic_seed + 1, negatives_per_example=critic_args.negatives_per_example
     )
+    held_out = Counter(is_no_error(f) for record in calibration_records for f in record["feedback"])
+    if calibration_records and len(held_out) < 2:
+        raise ValueError(
+            f"calibration_prompts: the {len(calibration_records)} held-out prompts' samples are all "
+            f"{'right' if True in held_out else 'wrong'}; the threshold needs both (hold out more prompts)"
+        )
     sources = Counter(critic_train["source"])
     print(f"critic data ({task.name}): {len(critic_train)} training rows {dict(sources)}, {len(critic_eval)} held out")
 
@@ -94,13 +100,27 @@ def main(
     if not trainer.is_world_process_zero():
         return {}
 
-    # Evaluate on held-out critic data: exact match, "found no error", "named the right error"
+    # Calibrate the "No error." threshold on the held-out prompts' samples
+    calibration = None
+    if calibration_records:
+        inputs = [render_critic_input(r["prompt"], h) for r in calibration_records for h in r["hypotheses"]]
+        scores = completion_logprobs(
+            trainer.model, tokenizer, inputs, NO_ERROR, training_args.max_prompt_length, critic_args.critic_batch_size
+        )
+        wrong = [not is_no_error(f) for r in calibration_records for f in r["feedback"]]
+        calibration = calibrate(scores, wrong, critic_args.max_false_alarm)
+        calibration.save(training_args.output_dir)
+        print(f"calibration on {len(inputs)} held-out samples: {calibration_summary(calibration)}")
+
+    # Evaluate on held-out critic data, as the critic will be used (calibrated when it was): exact match, "found no
+    # error", "named the right error"
     critic = ModelCritic(
         trainer.model,
         tokenizer,
         max_prompt_length=training_args.max_prompt_length,
         max_new_tokens=critic_args.critic_max_new_tokens,
         batch_size=critic_args.critic_batch_size,
+        calibration=calibration,
     )
     result = evaluate_critic(critic, task, critic_eval, return_predictions=True)
     predictions = result.pop("predictions")
@@ -113,18 +133,6 @@ def main(
     print(f"\nheld-out critic evaluation ({len(critic_eval)} rows):\n{format_critic_report(result)}\n")
     for example in examples:
         print(f"  gold: {example['gold']!r}  predicted: {example['predicted']!r}")
-
-    # Calibrate the "No error." threshold on the held-out prompts' samples
-    calibration = None
-    if calibration_records:
-        inputs = [render_critic_input(r["prompt"], h) for r in calibration_records for h in r["hypotheses"]]
-        scores = completion_logprobs(
-            trainer.model, tokenizer, inputs, NO_ERROR, training_args.max_prompt_length, critic_args.critic_batch_size
-        )
-        wrong = [not is_no_error(f) for r in calibration_records for f in r["feedback"]]
-        calibration = calibrate(scores, wrong, critic_args.max_false_alarm)
-        calibration.save(training_args.output_dir)
-        print(f"calibration on {len(inputs)} held-out samples: {calibration_summary(calibration)}")
 
     report = {
         "task": task.name,

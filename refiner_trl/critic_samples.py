@@ -111,6 +111,11 @@ def sample_critic_data(
                 f"{path}, line {number}: holds row {index} of other training rows; point the sampling at a new "
                 "output_dir, or delete the file to sample again"
             )
+        if len(record["hypotheses"]) != num_samples:
+            raise ValueError(
+                f"{path}, line {number}: {len(record['hypotheses'])} samples a prompt, not num_samples={num_samples}; "
+                "sample with the earlier settings, or into a new output_dir"
+            )
     if len(records) < len(rows):
         # Keep whole batches only: a batch's samples depend on the rows drawn with it, so a resumed run starts on a
         # batch boundary and writes what an uninterrupted run would have.

@@ -272,7 +272,9 @@ def evaluate_refinement(
     Returns:
         [`EvaluationResult`]: one [`CriticRun`] per critic, in the order of `critics`.
     """
-    if not isinstance(max_turns, int) and (missing := [n for n, c in critics.items() if c and n not in max_turns]):
+    if not isinstance(max_turns, int) and (
+        missing := [n for n, c in critics.items() if c is not None and n not in max_turns]
+    ):
         raise ValueError(f"max_turns names no T for the critic(s) {missing}")
     rows_list = rows.to_list() if isinstance(rows, Dataset) else list(rows)
     prompts = [row[PROMPT] for row in rows_list]
@@ -282,7 +284,6 @@ def evaluate_refinement(
     def score(predictions: list[str]) -> dict[str, float]:
         return task.score(predictions, rows_list)
 
-    oracle_wrong: list[bool] | None = None  # the oracle's verdict on z_0, computed once for every critic
     runs: list[CriticRun] = []
     with tqdm(critics.items(), desc="evaluate", unit="critic", disable=not progress) as bar:
         for name, critic in bar:
@@ -298,8 +299,6 @@ def evaluate_refinement(
                 refine_template=refine_template,
                 refine_feedback_template=refine_feedback_template,
             )
-            if critic is not None and turns > 0 and oracle_wrong is None:
-                oracle_wrong = _oracle_verdicts(task, traces, references)
             by_turn = scores_by_turn(score, traces, turns)
             runs.append(
                 CriticRun(
@@ -312,7 +311,9 @@ def evaluate_refinement(
                         {**asdict(trace), "reference": reference}
                         for trace, reference in zip(traces[:num_examples_kept], references)
                     ],
-                    critic_quality=None if critic is None or turns == 0 else critic_quality(traces, oracle_wrong),
+                    critic_quality=None
+                    if critic is None or turns == 0
+                    else critic_quality(traces, _oracle_verdicts(task, traces, references)),
                     rows=_row_records(task, traces, rows_list, turns, primary_metric(task, by_turn[-1])),
                 )
             )
@@ -685,7 +686,7 @@ def evaluate_and_report(
         critics (`Mapping[str, Critic | None]`):
             Short name -> critic, in the table's order (e.g. [`evaluation_critics`]).
         output_dir (`str` or `Path`):
-            Where `results.md`, `results.json` and `metric_by_turn.png` are written.
+            Where `results.md`, `results.json`, `metric_by_turn.png` and `rows/<critic>.jsonl.gz` are written.
         title (`str`):
             The report's heading and the plot's title.
         max_turns (`int` or `Mapping[str, int]`):

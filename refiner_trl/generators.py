@@ -172,6 +172,9 @@ class ModelGenerator:
         self.batch_size = batch_size
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.num_truncated_prompts = 0
+        # Rows that end leave the batch ([`generate_texts`]' `drop_finished`); a caller that sets generation-config
+        # state tied to the first new token (`ModelCritic`'s barred "No error.") turns it off for one call.
+        self.drop_finished = True
 
     @classmethod
     def from_trainer(
@@ -237,6 +240,7 @@ class ModelGenerator:
                 temperature=self.temperature,
                 top_p=self.top_p,
                 add_special_tokens=not chat,
+                drop_finished=self.drop_finished,
             )
             texts.extend(chunk)
             self.num_truncated_prompts += n_truncated

@@ -239,6 +239,12 @@ class CriticArguments:
             name, _, spec = entry.partition("=")
             if not name.strip() or not spec.strip():
                 raise ValueError(f"eval_critics: {entry!r} is not name=spec (e.g. mine=outputs/critic)")
+            if name.strip() in ("none", "trained", "LLM", "oracle"):
+                raise ValueError(f"eval_critics: {entry!r} takes the name of a standard row; name it otherwise")
+        if not 0.0 <= self.max_false_alarm <= 1.0:
+            raise ValueError(f"max_false_alarm must be a share in [0, 1], got {self.max_false_alarm}")
+        if self.calibration_prompts and self.generator_samples is None:
+            raise ValueError("calibration_prompts: the calibration holds out generator samples; set generator_samples")
 
 
 @dataclass

@@ -98,8 +98,15 @@ def test_a_flagged_input_gets_feedback_with_no_error_barred_as_its_first_token(a
     first_text = tokenizer.decode([first])
     # Greedy writes that token at each of its 3 positions; barred at the first, the calibrated critic at most twice.
     assert [text.count(first_text) for text in greedy.critique_rendered(inputs)] == [3, 3]
+    seen = []  # the bar holds for the whole call: rows stay in one `generate` (its first position is the bar's)
+    original = calibrated.generator.generate
+    calibrated.generator.generate = lambda prompts: (
+        seen.append((calibrated.generator.drop_finished, model.generation_config.begin_suppress_tokens))
+        or original(prompts)
+    )
     assert all(text.count(first_text) <= 2 for text in calibrated.critique_rendered(inputs))
-    assert model.generation_config.begin_suppress_tokens is None  # restored
+    assert seen == [(False, [first])]
+    assert model.generation_config.begin_suppress_tokens is None and calibrated.generator.drop_finished  # restored
 
 
 def test_the_saved_threshold_is_applied_whenever_the_folder_is_loaded(tokenizer, tmp_path):

@@ -143,3 +143,22 @@ def test_sampling_is_seeded(mwp, tmp_path):
     other = sample_critic_data(sampler(model, tokenizer), task, rows, tmp_path / "c.jsonl", seed=6)
     assert first == second
     assert first != other
+
+
+def test_a_resumed_sampling_with_another_k_is_refused(mwp, tmp_path):
+    task, rows, model, tokenizer = mwp
+    path = tmp_path / "s.jsonl"
+    sample_critic_data(sampler(model, tokenizer), task, rows.select(range(4)), path, num_samples=2)
+    with pytest.raises(ValueError, match=r"s\.jsonl, line 1: 2 samples a prompt, not num_samples=3"):
+        sample_critic_data(sampler(model, tokenizer), task, rows, path, num_samples=3)
+
+
+def test_critic_arguments_refuse_what_would_fail_only_after_training():
+    from refiner_trl.script_args import CriticArguments
+
+    with pytest.raises(ValueError, match=r"max_false_alarm must be a share in \[0, 1\], got 20"):
+        CriticArguments(max_false_alarm=20)
+    with pytest.raises(ValueError, match="calibration_prompts: .* set generator_samples"):
+        CriticArguments(calibration_prompts=10)
+    with pytest.raises(ValueError, match="takes the name of a standard row"):
+        CriticArguments(eval_critics=["oracle=outputs/critic"])

@@ -36,8 +36,8 @@ def completion_logprobs(
     """The log-probability of one `completion` (then EOS) after each prompt, as the critic was trained to write it.
 
     The rows are encoded as in training ([`~refiner_trl.data.encode_prompt_completion`]: prompt, completion tokenized
-    alone, EOS), left-padded so that every completion ends in the last column; a causal model computes logits for
-    those columns only. One forward per `batch_size` prompts, no gradient.
+    alone, EOS) and scored by the loss engine ([`~refiner_trl.losses.completion_loss_sums`]: logits at the completion
+    positions only). One forward per `batch_size` prompts, no gradient.
 
     Args:
         model (`PreTrainedModel`):
@@ -55,32 +55,27 @@ def completion_logprobs(
     """
     import torch
 
-    from ..data import LABEL_PAD, encode_prompt_completion
+    from ..data import encode_prompt_completion
+    from ..losses import completion_loss_sums
     from ..modeling import is_encoder_decoder
 
     encoder_decoder = is_encoder_decoder(model)
     scores: list[float] = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
+        # The loss engine's own encoding: causal rows left-padded, so that only the completion's logits are computed.
         batch, _ = encode_prompt_completion(
-            tokenizer, chunk, [completion] * len(chunk), max_prompt_length, None, encoder_decoder, left_pad=True
+            tokenizer,
+            chunk,
+            [completion] * len(chunk),
+            max_prompt_length,
+            None,
+            encoder_decoder,
+            left_pad=not encoder_decoder,
         )
-        batch = {key: value.to(model.device) for key, value in batch.items()}
-        labels = batch.pop("labels")
         with torch.no_grad():
-            if encoder_decoder:
-                logits = model(**batch, labels=labels).logits
-                targets = labels
-            else:
-                width = int((labels[0] != LABEL_PAD).sum())  # the same completion in every row
-                # Left padding: positions count real tokens only, as in generation.
-                positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-                logits = model(**batch, position_ids=positions, logits_to_keep=width + 1).logits[:, :-1]
-                targets = labels[:, -width:]
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        mask = targets != LABEL_PAD
-        picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        scores.extend((picked * mask).sum(-1).tolist())
+            losses = completion_loss_sums(model, {key: value.to(model.device) for key, value in batch.items()})
+        scores.extend((-losses).tolist())
     return scores
 
 

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from ..tasks.base import Task
 
 ORACLE = "oracle"
+"""The spec of the task's oracle critic, which compares each hypothesis with the gold completion."""
 DECISION_ORACLE = "decision_oracle"
 """The task's oracle that says only *that* a hypothesis is wrong ([`Task.oracle_critic`] with `decision_only`)."""
-"""The spec of the task's oracle critic, which compares each hypothesis with the gold completion."""
 OPENAI_PREFIX = "openai:"
 """A spec that starts with it names a chat model behind an OpenAI-compatible API: `openai:<model>`."""
 
@@ -88,7 +88,8 @@ def load_critic(
         return LLMCritic(generator, task=task, use_references=args.critic_reference_guided)
     if not Path(spec).exists():
         raise FileNotFoundError(
-            f"critic: {spec!r} is neither {ORACLE!r}, nor {OPENAI_PREFIX}<model>, nor an existing folder"
+            f"critic: {spec!r} is neither {ORACLE!r}, {DECISION_ORACLE!r}, {OPENAI_PREFIX}<model>, "
+            "nor an existing folder"
         )
     from .model import ModelCritic
 

@@ -69,11 +69,13 @@ class ModelCritic:
         calibration: Calibration | None = None,
         use_calibration: bool = True,
     ):
-        if calibration is None and isinstance(model, str):
+        if use_calibration and calibration is None and isinstance(model, str):
             calibration = Calibration.load(model)
-        if calibration is not None and use_chat_template:
-            raise ValueError("a calibrated ModelCritic scores plain critic inputs; use_chat_template is not supported")
         self.calibration = calibration if use_calibration else None
+        if self.calibration is not None and use_chat_template:
+            raise ValueError(
+                "a calibrated ModelCritic scores plain critic inputs; use_chat_template needs use_calibration=False"
+            )
         # One greedy generator serves the critic: loading by name, batching and truncation live there.
         self.generator = ModelGenerator(
             model,
@@ -131,12 +133,13 @@ class ModelCritic:
     @contextmanager
     def _no_error_barred(self) -> Iterator[None]:
         # The first token of "No error." is suppressed at the first generated position, through the model's
-        # generation config, so that a flagged input gets the critic's most likely error feedback.
+        # generation config, so that a flagged input gets the critic's most likely error feedback. transformers
+        # places that position at the start of each `generate` call, so rows stay in one call (no early exit).
         config = self.model.generation_config
         first = self.tokenizer(NO_ERROR, add_special_tokens=False)["input_ids"][0]
         saved = config.begin_suppress_tokens
-        config.begin_suppress_tokens = [first]
+        config.begin_suppress_tokens, self.generator.drop_finished = [first], False
         try:
             yield
         finally:
-            config.begin_suppress_tokens = saved
+            config.begin_suppress_tokens, self.generator.drop_finished = saved, True
