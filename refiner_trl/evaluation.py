@@ -385,10 +385,13 @@ def _add_intervals(runs: list[CriticRun]) -> None:
 
 
 def standard_critics(
-    task: Task, trained_critic: Critic | None = None, llm_critic: Critic | None = None
+    task: Task,
+    trained_critic: Critic | None = None,
+    llm_critic: Critic | None = None,
+    more: Mapping[str, Critic] | None = None,
 ) -> dict[str, Critic | None]:
-    """The paper's rows: the generator alone, the trained critic (when given), an LLM critic (when given), the
-    oracle critic.
+    """The paper's rows: the generator alone, the trained critic (when given), an LLM critic (when given), any more
+    critics, the oracle critic.
 
     Args:
         task ([`Task`]):
@@ -397,6 +400,8 @@ def standard_critics(
             E.g. a [`ModelCritic`] loaded from `recipes/train_critic.py`'s output.
         llm_critic ([`Critic`], *optional*):
             E.g. an [`LLMCritic`] on a chat model behind an API; its row is "+ LLM critic".
+        more (`Mapping[str, Critic]`, *optional*):
+            More rows by name, before the oracle's (e.g. `eval_critics`).
 
     Returns:
         `dict[str, Critic | None]`: `{"none": None, "trained": trained_critic, "LLM": llm_critic, "oracle":
@@ -407,6 +412,7 @@ def standard_critics(
         critics["trained"] = trained_critic
     if llm_critic is not None:
         critics[LLM_CRITIC] = llm_critic
+    critics.update(more or {})
     critics["oracle"] = task.oracle_critic()
     return critics
 
@@ -441,17 +447,18 @@ def evaluation_critics(
     llm = critic_args.llm_critic or (critic_args.critic if kind == "openai" else None)
     if llm is not None and critic_kind(llm) != "openai":
         raise ValueError(f"llm_critic: {llm!r} must be openai:<model>")
+    more = {
+        name.strip(): load_critic(spec.strip(), task, critic_args, trust_remote_code, device)
+        for name, _, spec in (entry.partition("=") for entry in critic_args.eval_critics or [])
+    }
     critics = standard_critics(
         task,
         None if trained is None else load_critic(trained, task, critic_args, trust_remote_code, device),
         None if llm is None else load_critic(llm, task, critic_args),
+        more,
     )
-    oracle = critics.pop("oracle")
-    for entry in critic_args.eval_critics or []:
-        name, _, spec = entry.partition("=")
-        critics[name.strip()] = load_critic(spec.strip(), task, critic_args, trust_remote_code, device)
-    if eval_args.eval_oracle:
-        critics["oracle"] = oracle
+    if not eval_args.eval_oracle:
+        critics.pop("oracle")
     return critics
 
 
